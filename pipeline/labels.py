@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Callable, Mapping
+from typing import Mapping
 
 # --- raw tf.Example features written by the image ExampleGen -----------------
 IMAGE_KEY = "image_raw"
@@ -41,49 +41,61 @@ AGE_GROUPS = ((0, "0-12"), (13, "13-19"), (20, "20-39"), (40, "40-59"), (60, "60
 
 @dataclasses.dataclass(frozen=True)
 class LabelDef:
-    """One binary target label.
+    """One binary target label, defined declaratively so Python and TF agree.
+
+    The label is 1 when ``<field> <op> <value>`` holds, e.g. ``race == 2`` or ``age >= 40``.
 
     Attributes:
       name: the label's name, used in metrics, reports and model outputs.
-      description: a short human sentence.
-      fn: maps (age, gender, race) to 0 or 1.
+      field: the raw feature it reads: one of RAW_LABEL_KEYS.
+      op: "eq" or "ge".
+      value: the value compared with.
     """
 
     name: str
-    description: str
-    fn: Callable[[int, int, int], int]
+    field: str
+    op: str
+    value: int
+
+    def __post_init__(self) -> None:
+        if self.field not in RAW_LABEL_KEYS:
+            raise ValueError(f"label {self.name}: field must be one of {RAW_LABEL_KEYS}, not {self.field!r}")
+        if self.op not in ("eq", "ge"):
+            raise ValueError(f"label {self.name}: op must be 'eq' or 'ge', not {self.op!r}")
+
+    @property
+    def description(self) -> str:
+        """A short human sentence, e.g. ``age >= 40``."""
+        return f"{self.field} {'==' if self.op == 'eq' else '>='} {self.value}"
+
+    def evaluate(self, age: int, gender: int, race: int) -> int:
+        """Returns 0 or 1 for one person."""
+        x = {AGE_KEY: age, GENDER_KEY: gender, RACE_KEY: race}[self.field]
+        return int(x == self.value) if self.op == "eq" else int(x >= self.value)
 
 
-def _race(r: int) -> Callable[[int, int, int], int]:
-    return lambda age, gender, race: int(race == r)
-
-
-def _age_at_least(a: int) -> Callable[[int, int, int], int]:
-    return lambda age, gender, race: int(age >= a)
-
-
+AGE_THRESHOLDS: tuple[int, ...] = (13, 20, 40, 60)
 LABELS: tuple[LabelDef, ...] = (
-    LabelDef("female", "gender == 1", lambda age, gender, race: int(gender == 1)),
-    *(LabelDef(f"race_{n}", f"race == {i} ({n})", _race(i)) for i, n in enumerate(RACE_NAMES)),
-    *(LabelDef(f"age_{a}_plus", f"age >= {a}", _age_at_least(a)) for a in (13, 20, 40, 60)),
+    LabelDef("female", GENDER_KEY, "eq", 1),
+    *(LabelDef(f"race_{n}", RACE_KEY, "eq", i) for i, n in enumerate(RACE_NAMES)),
+    *(LabelDef(f"age_{a}_plus", AGE_KEY, "ge", a) for a in AGE_THRESHOLDS),
 )
 LABEL_NAMES: tuple[str, ...] = tuple(label.name for label in LABELS)
-# Label thresholds used by the tf graph (Transform) for the cumulative age labels.
-AGE_THRESHOLDS: tuple[int, ...] = (13, 20, 40, 60)
 
 
-def label_vector(age: int, gender: int, race: int) -> list[int]:
-    """Returns the multi-hot label vector, in LABEL_NAMES order.
+def label_vector(age: int, gender: int, race: int, labels: tuple[LabelDef, ...] = LABELS) -> list[int]:
+    """Returns the multi-hot label vector, in the order of ``labels``.
 
     Args:
       age: age in years.
       gender: 0 male, 1 female.
       race: 0-4, see RACE_NAMES.
+      labels: the label definitions; the default target by default.
 
     Returns:
       A list of 0/1 ints, one per label.
     """
-    return [label.fn(age, gender, race) for label in LABELS]
+    return [label.evaluate(age, gender, race) for label in labels]
 
 
 def age_group(age: int) -> str:

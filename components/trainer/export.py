@@ -1,0 +1,73 @@
+"""Export: a SavedModel that takes serialized tf.Examples (for TFMA) or raw image bytes."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+
+import tensorflow as tf
+import tf_keras
+
+from components.trainer import data
+from pipeline import labels
+
+SERVING_SIGNATURE = "serving_default"  # serialized tf.Examples with image_raw -> probabilities
+IMAGES_SIGNATURE = "predict_images"  # raw encoded image bytes -> one probability per named label
+LABELS_FILE = "labels.json"
+
+
+class _ServingModule(tf.Module):
+    def __init__(self, model: tf_keras.Model, label_names: tuple[str, ...], image_size: int):
+        super().__init__()
+        self.model = model
+        self.image_size = image_size
+        self.label_names = tf.Variable(list(label_names), trainable=False, name="label_names")
+        self._names = tuple(label_names)
+
+    def _probabilities(self, image_bytes: tf.Tensor) -> tf.Tensor:
+        return self.model(data.decode_images(image_bytes, self.image_size), training=False)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(self, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+        # Only image_raw is parsed, so raw and transformed examples both work.
+        parsed = tf.io.parse_example(serialized, {labels.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
+        return {labels.PROBABILITIES_KEY: self._probabilities(parsed[labels.IMAGE_KEY])}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def predict_images(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        probabilities = self._probabilities(image_bytes)
+        outputs = {name: probabilities[:, i] for i, name in enumerate(self._names)}
+        outputs[labels.PROBABILITIES_KEY] = probabilities
+        return outputs
+
+
+def export_model(
+    model: tf_keras.Model, export_dir: str, image_size: int, label_names: tuple[str, ...] = labels.LABEL_NAMES
+) -> str:
+    """Writes the serving SavedModel.
+
+    Signatures: ``serving_default`` (serialized tf.Examples -> ``probabilities`` [B, L], used by
+    TFMA) and ``predict_images`` (encoded image bytes [B] -> one [B] probability per label
+    name, plus ``probabilities``). The label names are stored in the model (variable
+    ``label_names``) and in ``assets.extra/labels.json``.
+
+    Args:
+      model: images (0-255) -> probabilities.
+      export_dir: output folder (local or gs://).
+      image_size: the size images are resized to before the model.
+      label_names: one name per model output column.
+
+    Returns:
+      export_dir.
+    """
+    module = _ServingModule(model, label_names, image_size)
+    tf.saved_model.save(
+        module,
+        export_dir,
+        signatures={SERVING_SIGNATURE: module.serve_examples, IMAGES_SIGNATURE: module.predict_images},
+    )
+    extra = posixpath.join(export_dir, "assets.extra")
+    tf.io.gfile.makedirs(extra)
+    with tf.io.gfile.GFile(posixpath.join(extra, LABELS_FILE), "w") as f:
+        json.dump({"label_names": list(label_names), "image_size": image_size}, f, indent=2)
+    return export_dir

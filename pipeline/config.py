@@ -1,0 +1,121 @@
+"""One typed configuration shared by every runner.
+
+Runners turn flags into a PipelineConfig; create_pipeline turns a PipelineConfig into
+a TFX pipeline. Nothing here touches the file system or the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import pathlib
+
+from pipeline import labels
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+DEFAULT_SCHEMA_PATH = REPO_ROOT / "schema" / "schema.pbtxt"
+
+# In-memory DirectRunner: on 2 cores it is ~4x faster than multi-processing, where every
+# Beam worker re-imports TensorFlow (see the platform notes).
+DEFAULT_BEAM_ARGS: tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+
+BACKBONES: tuple[str, ...] = ("efficientnet_lite0",)
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Everything that decides what a pipeline run does.
+
+    Attributes:
+      data_dir: folder (local or gs://) holding the image files.
+      pipeline_root: where TFX writes artifacts.
+      serving_dir: blessed models go to <serving_dir>/<pipeline_name>/<version>/.
+      metadata_path: SQLite ML Metadata file; None when the orchestrator provides MLMD (Kubeflow).
+      pipeline_name: the pipeline's name in ML Metadata and in the serving folder.
+      schema_path: the curated schema imported by ImportSchemaGen.
+      filename_pattern: regex with named groups age, gender and race.
+      train_buckets / eval_buckets: hash-split ratio by file name (4:1 is 80/20).
+      backbone: name of the frozen pretrained backbone.
+      image_size: square input size in pixels the backbone sees.
+      epochs: training epochs of the head.
+      batch_size: batch size for the backbone pass and head training.
+      learning_rate: Adam learning rate of the head.
+      hidden_units: units of the head's hidden Dense layer.
+      dropout: dropout rate of the head.
+      min_macro_auc: the Evaluator blesses only above this macro-average AUC.
+      max_auc_regression: allowed macro-AUC drop against the latest blessed model.
+      enable_cache: reuse outputs of components whose inputs did not change.
+      beam_pipeline_args: arguments for every Beam-based component.
+    """
+
+    data_dir: str
+    pipeline_root: str
+    serving_dir: str
+    metadata_path: str | None = None
+    pipeline_name: str = "facepipe"
+    schema_path: str = str(DEFAULT_SCHEMA_PATH)
+    filename_pattern: str = labels.UTKFACE_PATTERN
+    train_buckets: int = 4
+    eval_buckets: int = 1
+    backbone: str = "efficientnet_lite0"
+    image_size: int = 128
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    hidden_units: int = 256
+    dropout: float = 0.3
+    min_macro_auc: float = 0.7
+    max_auc_regression: float = 0.02
+    enable_cache: bool = True
+    beam_pipeline_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
+
+    def validate(self) -> None:
+        """Checks values that do not need the file system.
+
+        Raises:
+          ValueError: with a one-line message naming the bad setting.
+        """
+        labels.compile_pattern(self.filename_pattern)
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if not 32 <= self.image_size <= 1024:
+            raise ValueError(f"image size must be within 32-1024 pixels, got {self.image_size}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.train_buckets < 1 or self.eval_buckets < 1:
+            raise ValueError("train and eval hash buckets must both be >= 1")
+        if not 0.0 <= self.min_macro_auc <= 1.0:
+            raise ValueError(f"min macro AUC must be within 0-1, got {self.min_macro_auc}")
+        if self.max_auc_regression < 0:
+            raise ValueError(f"max AUC regression must be >= 0, got {self.max_auc_regression}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be within [0, 1), got {self.dropout}")
+
+
+def code_fingerprint(*module_names: str) -> str:
+    """Hashes the source of modules and packages so caching sees code changes.
+
+    Transform and Trainer reference their functions by dotted path, which TFX's cache key
+    does not cover; putting this fingerprint into the components' parameters does.
+
+    Args:
+      module_names: importable module or package names; a package covers all its .py files.
+
+    Returns:
+      A short hex digest.
+    """
+    digest = hashlib.sha256()
+    for name in module_names:
+        spec = importlib.util.find_spec(name)  # locates the files without importing them
+        if spec is None or spec.origin is None:
+            raise ValueError(f"cannot find module {name!r} to fingerprint")
+        path = pathlib.Path(spec.origin)
+        files = sorted(path.parent.rglob("*.py")) if path.name == "__init__.py" else [path]
+        for file in files:
+            rel = file.relative_to(path.parent.parent) if path.name == "__init__.py" else file.name
+            digest.update(str(rel).encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]

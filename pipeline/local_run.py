@@ -1,0 +1,156 @@
+"""Running the pipeline with LocalDagRunner, with progress lines and a summary."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any, Callable, Iterator, TextIO
+
+from ml_metadata.metadata_store import metadata_store
+from tfx import v1 as tfx
+from tfx.dsl.compiler import compiler, constants
+from tfx.orchestration.portable import runtime_parameter_utils
+
+from pipeline.config import PipelineConfig
+from pipeline.pipeline import create_pipeline
+from pipeline.run_summary import summarize
+
+SUMMARY_FILE = "last_run_summary.json"
+
+
+class _ProgressHandler(logging.Handler):
+    """Turns LocalDagRunner's 'Component X is running/finished.' log lines into progress lines."""
+
+    def __init__(self, emit_line: Callable[[str], None]):
+        super().__init__(logging.INFO)
+        self._emit_line = emit_line
+        self._started: dict[str, float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg not in ("Component %s is running.", "Component %s is finished.") or not record.args:
+            return
+        node_id = str(record.args[0])
+        now = time.monotonic()
+        if record.msg.endswith("running."):
+            self._started[node_id] = now
+            self._emit_line(f"[start] {node_id}")
+        else:
+            seconds = now - self._started.get(node_id, now)
+            self._emit_line(f"[done ] {node_id:<30} {seconds:7.1f} s")
+
+
+@contextlib.contextmanager
+def _log_to(path: str, progress: Callable[[str], None]) -> Iterator[None]:
+    """Sends all INFO logs to a file and runner progress lines to the console."""
+    loggers = [logging.getLogger("absl"), logging.getLogger()]
+    file_handler = logging.FileHandler(path)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    file_handler.setLevel(logging.INFO)
+    progress_handler = _ProgressHandler(progress)
+    saved = [(lg, lg.level, lg.propagate) for lg in loggers]
+    root = logging.getLogger()
+    console_handlers = [h for h in root.handlers if isinstance(h, logging.StreamHandler)]
+    saved_levels = [(h, h.level) for h in console_handlers]
+    for h in console_handlers:  # keep the console for progress lines and real errors
+        h.setLevel(logging.ERROR)
+    root.setLevel(logging.INFO)
+    root.addHandler(file_handler)
+    logging.getLogger("absl").setLevel(logging.INFO)
+    logging.getLogger("absl").addHandler(progress_handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(file_handler)
+        logging.getLogger("absl").removeHandler(progress_handler)
+        file_handler.close()
+        for lg, level, propagate in saved:
+            lg.setLevel(level)
+            lg.propagate = propagate
+        for h, level in saved_levels:
+            h.setLevel(level)
+
+
+def run_local(config: PipelineConfig, out: TextIO = sys.stdout) -> dict[str, Any]:
+    """Runs the pipeline with LocalDagRunner and returns the run summary.
+
+    Progress goes to ``out`` one line per component; the full log goes to
+    ``<pipeline_root>/logs/<run id>.log``; the summary to ``<pipeline_root>/last_run_summary.json``.
+
+    Args:
+      config: the run's settings; metadata_path must be set.
+      out: where progress lines go.
+
+    Returns:
+      The summary (see run_summary.summarize) plus ``error`` (None when the run succeeded)
+      and ``log_file``.
+    """
+    if not config.metadata_path:
+        raise ValueError("a local run needs metadata_path (a SQLite file)")
+    run_id = datetime.datetime.now().strftime("%Y%m%dT%H%M%S.%f")
+    log_dir = os.path.join(config.pipeline_root, "logs")
+    os.makedirs(log_dir, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(config.metadata_path)), exist_ok=True)
+    log_file = os.path.join(log_dir, f"{run_id}.log")
+
+    def progress(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    pipeline_ir = compiler.Compiler().compile(create_pipeline(config))
+    # A run id we choose (not the runner's) lets the summary find exactly this run in MLMD.
+    runtime_parameter_utils.substitute_runtime_parameter(
+        pipeline_ir, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id}
+    )
+    error = None
+    started = time.monotonic()
+    with _log_to(log_file, progress):
+        try:
+            tfx.orchestration.LocalDagRunner().run_with_ir(pipeline_ir)
+        except Exception as e:  # noqa: BLE001  (reported in the summary and the exit status)
+            logging.getLogger(__name__).exception("pipeline run %s failed", run_id)
+            error = f"{type(e).__name__}: {e}"
+    store = metadata_store.MetadataStore(
+        tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
+    )
+    summary = summarize(store, run_id)
+    summary["error"] = error
+    summary["log_file"] = log_file
+    summary["seconds"] = round(time.monotonic() - started, 1)
+    with open(os.path.join(config.pipeline_root, SUMMARY_FILE), "w") as f:
+        json.dump(summary, f, indent=2, sort_keys=True)
+    return summary
+
+
+def format_summary(summary: dict[str, Any], config: PipelineConfig) -> str:
+    """Renders the summary for the console."""
+    lines = ["", f"Run {summary['run_id']} ({summary['seconds']} s)"]
+    cached = [n for n, s in summary["components"].items() if s == "cached"]
+    if cached:
+        lines.append(f"  from cache: {', '.join(cached)}")
+    if summary["ingested"] is not None:
+        split_text = ", ".join(f"{k} {v}" for k, v in summary["ingested_by_split"].items())
+        lines.append(f"  images ingested: {summary['ingested']} ({split_text})")
+    if summary["quarantined"] is not None:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(summary["quarantined_by_reason"].items()))
+        lines.append(f"  quarantined: {summary['quarantined']}" + (f" ({reasons})" if reasons else ""))
+    if summary["per_label_auc"]:
+        lines.append("  per-label AUC (eval split):")
+        for name, auc in summary["per_label_auc"].items():
+            lines.append(f"    {name:<14} {'n/a' if auc is None else f'{auc:.3f}'}")
+    if summary["macro_auc"] is not None:
+        lines.append(f"  macro AUC: {summary['macro_auc']:.3f} (floor {config.min_macro_auc:g})")
+    if summary["blessed"] is not None:
+        if summary["blessed"]:
+            lines.append("  blessed: yes (macro AUC above the floor and no regression vs the latest blessed model)")
+        else:
+            lines.append("  blessed: NO: " + "; ".join(summary["blessing_reasons"] or ["see the Evaluator output"]))
+    lines.append(f"  pushed model: {summary['pushed_model'] or 'none'}")
+    if summary.get("error"):
+        lines.append(f"  RUN FAILED: {summary['error']}")
+    lines.append(f"  log: {summary['log_file']}")
+    lines.append(f"  summary: {os.path.join(config.pipeline_root, SUMMARY_FILE)}")
+    return "\n".join(lines)

@@ -1,0 +1,149 @@
+"""create_pipeline: the only place the TFX pipeline is built."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from tfx import v1 as tfx
+from tfx.proto import example_gen_pb2
+
+from components import evaluation
+from components.anomaly_gate import AnomalyGate
+from components.image_example_gen.component import ImageExampleGen
+from components.image_example_gen.ingest import DEFAULT_MAX_IMAGE_PIXELS
+from components.trainer.run import TrainerConfig
+from pipeline.config import PipelineConfig, code_fingerprint
+
+TRANSFORM_FN = "components.transform.preprocessing_fn"
+RUN_FN = "components.trainer.run.run_fn"
+
+# Component ids, used by runners to report progress and read results from ML Metadata.
+EXAMPLE_GEN = "ImageExampleGen"
+STATISTICS_GEN = "StatisticsGen"
+SCHEMA_GEN = "ImportSchemaGen"
+EXAMPLE_VALIDATOR = "ExampleValidator"
+ANOMALY_GATE = "AnomalyGate"
+TRANSFORM = "Transform"
+TRAINER = "Trainer"
+BASELINE_RESOLVER = "latest_blessed_model_resolver"
+EVALUATOR = "Evaluator"
+PUSHER = "Pusher"
+
+
+def serving_base(config: PipelineConfig) -> str:
+    """Where Pusher writes versions: <serving_dir>/<pipeline_name>."""
+    return os.path.join(config.serving_dir, config.pipeline_name)
+
+
+def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+    """Builds the face-attribute pipeline.
+
+    ImageExampleGen -> StatisticsGen -> ExampleValidator (vs the curated schema) ->
+    AnomalyGate (stops on anomalies) -> Transform -> Trainer -> Evaluator (vs thresholds and
+    the latest blessed model) -> Pusher (blessed models only).
+
+    Args:
+      config: the run's settings.
+
+    Returns:
+      The TFX pipeline.
+    """
+    config.validate()
+    example_gen = ImageExampleGen(
+        input_base=config.data_dir,
+        filename_pattern=config.filename_pattern,
+        code_version=code_fingerprint("components.image_example_gen", "pipeline.labels"),
+        max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
+        output_config=example_gen_pb2.Output(
+            split_config=example_gen_pb2.SplitConfig(
+                splits=[
+                    example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=config.train_buckets),
+                    example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=config.eval_buckets),
+                ],
+                partition_feature_name="filename",
+            )
+        ),
+    ).with_id(EXAMPLE_GEN)
+
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"]).with_id(STATISTICS_GEN)
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path).with_id(SCHEMA_GEN)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    ).with_id(EXAMPLE_VALIDATOR)
+    anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"]).with_id(ANOMALY_GATE)
+
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn=TRANSFORM_FN,
+        # Dotted-path functions are invisible to the cache key; the fingerprint is not.
+        custom_config={"code_version": code_fingerprint("components.transform", "pipeline.labels")},
+        disable_statistics=True,
+    ).with_id(TRANSFORM)
+    transform.add_upstream_node(anomaly_gate)
+
+    trainer_config = TrainerConfig(
+        backbone=config.backbone,
+        image_size=config.image_size,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        hidden_units=config.hidden_units,
+        dropout=config.dropout,
+        code_version=code_fingerprint("components.trainer", "pipeline.labels"),
+    )
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        custom_config=dataclasses.asdict(trainer_config),
+    ).with_id(TRAINER)
+
+    baseline_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id(BASELINE_RESOLVER)
+
+    evaluator = tfx.components.Evaluator(
+        examples=transform.outputs["transformed_examples"],
+        model=trainer.outputs["model"],
+        baseline_model=baseline_resolver.outputs["model"],
+        eval_config=evaluation.build_eval_config(
+            min_macro_auc=config.min_macro_auc, max_auc_regression=config.max_auc_regression
+        ),
+    ).with_id(EVALUATOR)
+
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_base(config))
+        ),
+    ).with_id(PUSHER)
+
+    metadata = (
+        tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
+        if config.metadata_path
+        else None
+    )
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=[
+            example_gen,
+            statistics_gen,
+            schema_gen,
+            example_validator,
+            anomaly_gate,
+            transform,
+            trainer,
+            baseline_resolver,
+            evaluator,
+            pusher,
+        ],
+        enable_cache=config.enable_cache,
+        metadata_connection_config=metadata,
+        beam_pipeline_args=list(config.beam_pipeline_args),
+    )

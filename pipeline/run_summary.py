@@ -1,0 +1,186 @@
+"""What one pipeline run did, read back from ML Metadata and the artifacts it recorded."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import os
+from typing import Any
+
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from components import evaluation
+from components.image_example_gen.ingest import read_quarantine
+from pipeline import labels
+from pipeline import pipeline as pipeline_def
+
+_STATE_NAMES = {v: k.lower() for k, v in metadata_store_pb2.Execution.State.items()}
+
+
+@dataclasses.dataclass
+class ComponentRun:
+    """One component's execution in a run."""
+
+    node_id: str
+    state: str  # complete, cached, failed, running, ...
+    outputs: dict[str, list[metadata_store_pb2.Artifact]]
+
+
+def component_runs(store: metadata_store.MetadataStore, run_id: str) -> dict[str, ComponentRun]:
+    """Returns each component's execution in one pipeline run, by node id.
+
+    Args:
+      store: the run's ML Metadata store.
+      run_id: the pipeline run id (name of the pipeline_run context).
+
+    Returns:
+      node id -> ComponentRun; components that did not start are absent.
+    """
+    context = store.get_context_by_type_and_name("pipeline_run", run_id)
+    if context is None:
+        return {}
+    executions = store.get_executions_by_context(context.id)
+    node_names = {}
+    for execution in executions:
+        for ctx in store.get_contexts_by_execution(execution.id):
+            if store.get_context_types_by_id([ctx.type_id])[0].name == "node":
+                node_names[execution.id] = ctx.name.split(".", 1)[-1]
+    result = {}
+    for execution in sorted(executions, key=lambda e: e.id):
+        node_id = node_names.get(execution.id)
+        if node_id is None:
+            continue
+        events = store.get_events_by_execution_ids([execution.id])
+        output_events = [e for e in events if e.type == metadata_store_pb2.Event.OUTPUT]
+        artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in output_events])}
+        outputs: dict[str, list[metadata_store_pb2.Artifact]] = collections.defaultdict(list)
+        for event in output_events:
+            key = event.path.steps[0].key if event.path.steps else ""
+            if event.artifact_id in artifacts:
+                outputs[key].append(artifacts[event.artifact_id])
+        result[node_id] = ComponentRun(node_id, _STATE_NAMES.get(execution.last_known_state, "unknown"), dict(outputs))
+    return result
+
+
+def _prop(artifact: metadata_store_pb2.Artifact, name: str) -> Any:
+    for props in (artifact.custom_properties, artifact.properties):
+        if name in props:
+            value = props[name]
+            return getattr(value, value.WhichOneof("value"))
+    return None
+
+
+def _count_examples(statistics_uri: str) -> dict[str, int]:
+    import tensorflow_data_validation as tfdv  # noqa: PLC0415  (heavy; only when summarizing)
+
+    counts = {}
+    for split in sorted(os.listdir(statistics_uri)) if os.path.isdir(statistics_uri) else []:
+        path = os.path.join(statistics_uri, split, "FeatureStats.pb")
+        if split.startswith("Split-") and os.path.exists(path):
+            stats = tfdv.load_stats_binary(path)
+            counts[split[len("Split-") :]] = int(stats.datasets[0].num_examples)
+    return counts
+
+
+def _overall_metrics(evaluation_uri: str) -> tuple[float | None, dict[str, float]]:
+    import tensorflow_model_analysis as tfma  # noqa: PLC0415
+
+    macro, per_label = None, {}
+    for slice_metrics in tfma.load_metrics(evaluation_uri):
+        if slice_metrics.slice_key.single_slice_keys:
+            continue
+        for key_and_value in slice_metrics.metric_keys_and_values:
+            key, value = key_and_value.key, key_and_value.value
+            if key.is_diff or not value.HasField("double_value"):
+                continue
+            if key.name == evaluation.MACRO_AUC:
+                macro = value.double_value.value
+            elif key.name == "auc" and key.sub_key.HasField("class_id"):
+                per_label[labels.LABEL_NAMES[key.sub_key.class_id.value]] = value.double_value.value
+    return macro, per_label
+
+
+def _validation_reasons(evaluation_uri: str) -> list[str]:
+    import tensorflow_model_analysis as tfma  # noqa: PLC0415
+
+    result = tfma.load_validation_result(evaluation_uri)
+    reasons = []
+    for per_slice in result.metric_validations_per_slice:
+        for failure in per_slice.failures:
+            name = failure.metric_key.name
+            if failure.metric_key.is_diff:
+                name = f"change in {name} vs the latest blessed model"
+            reasons.append(f"{name} = {_fmt(failure.metric_value)} fails {_threshold_text(failure.metric_threshold)}")
+    for missing in result.missing_thresholds if hasattr(result, "missing_thresholds") else []:
+        reasons.append(f"threshold could not be computed: {missing}")
+    return reasons
+
+
+def _fmt(metric_value: Any) -> str:
+    if metric_value.HasField("double_value"):
+        return f"{metric_value.double_value.value:.4f}"
+    return str(metric_value).strip()
+
+
+def _threshold_text(threshold: Any) -> str:
+    parts = []
+    if threshold.HasField("value_threshold"):
+        vt = threshold.value_threshold
+        if vt.HasField("lower_bound"):
+            parts.append(f">= {vt.lower_bound.value:g}")
+        if vt.HasField("upper_bound"):
+            parts.append(f"<= {vt.upper_bound.value:g}")
+    if threshold.HasField("change_threshold"):
+        parts.append(f"change >= {threshold.change_threshold.absolute.value:g}")
+    return "the threshold " + " and ".join(parts) if parts else "its threshold"
+
+
+def summarize(store: metadata_store.MetadataStore, run_id: str) -> dict[str, Any]:
+    """Builds the run summary written to last_run_summary.json.
+
+    Args:
+      store: the ML Metadata store.
+      run_id: the pipeline run id.
+
+    Returns:
+      A JSON-able dict: run_id, components (node id -> state), ingested, ingested_by_split,
+      quarantined, quarantined_by_reason, blessed, blessing_reasons, pushed_model,
+      macro_auc, per_label_auc.
+    """
+    runs = component_runs(store, run_id)
+    summary: dict[str, Any] = {
+        "run_id": run_id,
+        "components": {node: run.state for node, run in runs.items()},
+        "ingested": None,
+        "ingested_by_split": {},
+        "quarantined": None,
+        "quarantined_by_reason": {},
+        "blessed": None,
+        "blessing_reasons": [],
+        "pushed_model": None,
+        "macro_auc": None,
+        "per_label_auc": {},
+    }
+    if (gen := runs.get(pipeline_def.EXAMPLE_GEN)) and gen.outputs.get("examples"):
+        entries = read_quarantine(gen.outputs["examples"][0].uri)
+        summary["quarantined"] = len(entries)
+        summary["quarantined_by_reason"] = dict(collections.Counter(e["reason"] for e in entries))
+    if (stats := runs.get(pipeline_def.STATISTICS_GEN)) and stats.outputs.get("statistics"):
+        counts = _count_examples(stats.outputs["statistics"][0].uri)
+        summary["ingested_by_split"] = counts
+        summary["ingested"] = sum(counts.values())
+    if (ev := runs.get(pipeline_def.EVALUATOR)) and ev.outputs.get("evaluation"):
+        uri = ev.outputs["evaluation"][0].uri
+        macro, per_label = _overall_metrics(uri)
+        summary["macro_auc"] = None if macro is None or math.isnan(macro) else macro
+        summary["per_label_auc"] = {k: (None if math.isnan(v) else v) for k, v in per_label.items()}
+        blessing = ev.outputs.get("blessing", [None])[0]
+        summary["blessed"] = bool(blessing is not None and _prop(blessing, "blessed") == 1)
+        summary["blessing_reasons"] = _validation_reasons(uri)
+    if (push := runs.get(pipeline_def.PUSHER)) and push.outputs.get("pushed_model"):
+        pushed = push.outputs["pushed_model"][0]
+        if _prop(pushed, "pushed") == 1:
+            summary["pushed_model"] = _prop(pushed, "pushed_destination")
+    return summary
