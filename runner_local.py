@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA_DIR = os.path.join(REPO_ROOT, "data", "utkface_synth")
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     # Before TensorFlow is imported anywhere: TF 2.16 would otherwise mix Keras 3 and tf_keras.
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Known import-time noise from the Google Cloud client libraries TFX pulls in.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\..*")
     sys.path.insert(0, REPO_ROOT)
     from pipeline.cli import config_from_args  # noqa: PLC0415
 

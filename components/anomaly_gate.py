@@ -5,11 +5,11 @@ reads them and raises with a message naming each one, so nothing downstream runs
 bad data.
 """
 
-from __future__ import annotations
 
 import os
 
-import tensorflow_data_validation as tfdv
+import tensorflow as tf
+from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import v1 as tfx
 from tfx.types import artifact_utils
 
@@ -31,7 +31,9 @@ def describe_anomalies(anomalies_uri: str, split_names: list[str]) -> list[str]:
     found = []
     for split in split_names:
         path = os.path.join(anomalies_uri, f"Split-{split}", "SchemaDiff.pb")
-        anomalies = tfdv.load_anomalies_binary(path)
+        anomalies = anomalies_pb2.Anomalies()
+        with tf.io.gfile.GFile(path, "rb") as f:
+            anomalies.ParseFromString(f.read())
         for feature, info in sorted(anomalies.anomaly_info.items()):
             found.append(f"{split}: feature {feature!r}: {info.short_description} ({info.description})")
         if anomalies.HasField("dataset_anomaly_info"):

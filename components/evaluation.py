@@ -7,6 +7,9 @@ import tensorflow_model_analysis as tfma
 from pipeline import labels
 
 MACRO_AUC = "macro_auc"  # reported name of the macro-average AUC
+# TFMA's default of 10,000 AUC thresholds doubles the Evaluator's time on 2 cores; 1,000 changes
+# AUC by well under 0.001 at our eval-set sizes.
+AUC_THRESHOLDS = 1000
 SLICE_FEATURES: tuple[str, ...] = (labels.GENDER_NAME_KEY, labels.RACE_NAME_KEY, labels.AGE_GROUP_KEY)
 
 
@@ -54,7 +57,7 @@ def build_eval_config(
             tfma.MetricsSpec(
                 metrics=[
                     tfma.MetricConfig(class_name="ExampleCount"),
-                    tfma.MetricConfig(class_name="AUC"),
+                    tfma.MetricConfig(class_name="AUC", config=f'"num_thresholds": {AUC_THRESHOLDS}'),
                     tfma.MetricConfig(class_name="Precision"),
                     tfma.MetricConfig(class_name="Recall"),
                 ],
@@ -64,7 +67,7 @@ def build_eval_config(
                 metrics=[
                     tfma.MetricConfig(
                         class_name="AUC",
-                        config=f'"name": "{MACRO_AUC}"',
+                        config=f'"name": "{MACRO_AUC}", "num_thresholds": {AUC_THRESHOLDS}',
                         per_slice_thresholds=[
                             tfma.PerSliceMetricThreshold(slicing_specs=[overall], threshold=macro_gate)
                         ],

@@ -23,7 +23,8 @@ def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
                         help="allowed macro-AUC drop against the latest blessed model")
     parser.add_argument("--no-cache", action="store_true", help="rerun every component")
     parser.add_argument("--beam-arg", action="append", default=None, metavar="ARG",
-                        help=f"a Beam pipeline argument, repeatable (default: {' '.join(DEFAULT_BEAM_ARGS)})")
+                        help="a Beam pipeline argument, repeatable, e.g. --beam-arg=--direct_running_mode=multi_processing "
+                        "--beam-arg=--direct_num_workers=2 (default: none, i.e. in-memory DirectRunner)")
 
 
 def config_from_args(

@@ -16,9 +16,11 @@ from pipeline import labels
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_SCHEMA_PATH = REPO_ROOT / "schema" / "schema.pbtxt"
 
-# In-memory DirectRunner: on 2 cores it is ~4x faster than multi-processing, where every
-# Beam worker re-imports TensorFlow (see the platform notes).
-DEFAULT_BEAM_ARGS: tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+# No Beam args means Beam's default: the DirectRunner in in-memory mode, one worker. On 2 cores
+# that is ~4x faster than multi-processing, where every Beam worker re-imports TensorFlow.
+# Passing any args makes TFX build and attach a TFX sdist in every Beam component (~2 s each),
+# which only remote runners need.
+DEFAULT_BEAM_ARGS: tuple[str, ...] = ()
 
 BACKBONES: tuple[str, ...] = ("efficientnet_lite0",)
 

@@ -11,6 +11,7 @@ import sys
 import time
 from typing import Any, Callable, Iterator, TextIO
 
+from absl import logging as absl_logging
 from ml_metadata.metadata_store import metadata_store
 from tfx import v1 as tfx
 from tfx.dsl.compiler import compiler, constants
@@ -46,32 +47,41 @@ class _ProgressHandler(logging.Handler):
 
 @contextlib.contextmanager
 def _log_to(path: str, progress: Callable[[str], None]) -> Iterator[None]:
-    """Sends all INFO logs to a file and runner progress lines to the console."""
-    loggers = [logging.getLogger("absl"), logging.getLogger()]
+    """Sends all INFO logs and Python warnings to a file; the console gets progress lines only.
+
+    Failures still reach the console through the run summary (and the exit status).
+    """
     file_handler = logging.FileHandler(path)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     file_handler.setLevel(logging.INFO)
     progress_handler = _ProgressHandler(progress)
-    saved = [(lg, lg.level, lg.propagate) for lg in loggers]
-    root = logging.getLogger()
-    console_handlers = [h for h in root.handlers if isinstance(h, logging.StreamHandler)]
-    saved_levels = [(h, h.level) for h in console_handlers]
-    for h in console_handlers:  # keep the console for progress lines and real errors
-        h.setLevel(logging.ERROR)
+    root, absl_logger, tf_logger = logging.getLogger(), logging.getLogger("absl"), logging.getLogger("tensorflow")
+    saved_levels = [(lg, lg.level) for lg in (root, absl_logger, tf_logger)]
+    console = [h for lg in (root, absl_logger, tf_logger) for h in lg.handlers if isinstance(h, logging.StreamHandler)]
+    saved_handler_levels = [(h, h.level) for h in console]
+    for h in console:
+        h.setLevel(logging.CRITICAL)
     root.setLevel(logging.INFO)
+    # Through absl's --verbosity flag: a plain setLevel is undone when a component parses absl flags.
+    absl_logging.set_verbosity(absl_logging.INFO)
+    absl_logger.setLevel(logging.INFO)
+    tf_logger.setLevel(logging.INFO)
     root.addHandler(file_handler)
-    logging.getLogger("absl").setLevel(logging.INFO)
-    logging.getLogger("absl").addHandler(progress_handler)
+    if not tf_logger.propagate:
+        tf_logger.addHandler(file_handler)
+    absl_logger.addHandler(progress_handler)
+    logging.captureWarnings(True)
     try:
         yield
     finally:
+        logging.captureWarnings(False)
         root.removeHandler(file_handler)
-        logging.getLogger("absl").removeHandler(progress_handler)
+        tf_logger.removeHandler(file_handler)
+        absl_logger.removeHandler(progress_handler)
         file_handler.close()
-        for lg, level, propagate in saved:
+        for lg, level in saved_levels:
             lg.setLevel(level)
-            lg.propagate = propagate
-        for h, level in saved_levels:
+        for h, level in saved_handler_levels:
             h.setLevel(level)
 
 
@@ -111,7 +121,8 @@ def run_local(config: PipelineConfig, out: TextIO = sys.stdout) -> dict[str, Any
         try:
             tfx.orchestration.LocalDagRunner().run_with_ir(pipeline_ir)
         except Exception as e:  # noqa: BLE001  (reported in the summary and the exit status)
-            logging.getLogger(__name__).exception("pipeline run %s failed", run_id)
+            # The traceback goes to the log file; the console gets the one-line error.
+            logging.getLogger(__name__).info("pipeline run %s failed", run_id, exc_info=True)
             error = f"{type(e).__name__}: {e}"
     store = metadata_store.MetadataStore(
         tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)

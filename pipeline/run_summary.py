@@ -113,8 +113,10 @@ def _validation_reasons(evaluation_uri: str) -> list[str]:
             if failure.metric_key.is_diff:
                 name = f"change in {name} vs the latest blessed model"
             reasons.append(f"{name} = {_fmt(failure.metric_value)} fails {_threshold_text(failure.metric_threshold)}")
-    for missing in result.missing_thresholds if hasattr(result, "missing_thresholds") else []:
-        reasons.append(f"threshold could not be computed: {missing}")
+    if result.missing_thresholds:
+        reasons.append("a gated metric could not be computed (e.g. a label with no positives in the eval split)")
+    for missing in result.missing_slices:
+        reasons.append(f"slice missing from the eval data: {missing}")
     return reasons
 
 

@@ -16,16 +16,26 @@ IMAGES_SIGNATURE = "predict_images"  # raw encoded image bytes -> one probabilit
 LABELS_FILE = "labels.json"
 
 
+class _Untracked:
+    """Holds a Keras model out of sight of tf.Module's attribute tracking."""
+
+    def __init__(self, model: tf_keras.Model):
+        self.model = model
+
+
 class _ServingModule(tf.Module):
     def __init__(self, model: tf_keras.Model, label_names: tuple[str, ...], image_size: int):
         super().__init__()
-        self.model = model
+        # Track only the weights, not the Keras objects: saving a tracked Keras model traces
+        # every layer's call for Keras re-loading (~20 s) that serving never uses.
+        self.weights = list(model.weights)
+        self._forward = _Untracked(model)
         self.image_size = image_size
         self.label_names = tf.Variable(list(label_names), trainable=False, name="label_names")
         self._names = tuple(label_names)
 
     def _probabilities(self, image_bytes: tf.Tensor) -> tf.Tensor:
-        return self.model(data.decode_images(image_bytes, self.image_size), training=False)
+        return self._forward.model(data.decode_images(image_bytes, self.image_size), training=False)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(self, serialized: tf.Tensor) -> dict[str, tf.Tensor]:

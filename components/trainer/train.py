@@ -130,7 +130,14 @@ def train_head(
     val_ds = None
     if validation is not None and len(validation.labels):
         val_ds = tf.data.Dataset.from_tensor_slices((validation.embeddings, validation.labels)).batch(256)
-    return head.fit(train_ds, validation_data=val_ds, epochs=params.epochs, verbose=2, callbacks=callbacks or [])
+    log_epoch = tf_keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: logger.info(
+            "epoch %d: %s", epoch + 1, " ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items())
+        )
+    )
+    return head.fit(
+        train_ds, validation_data=val_ds, epochs=params.epochs, verbose=0, callbacks=[log_epoch, *(callbacks or [])]
+    )
 
 
 def skip_autograph_for_tf_keras() -> None:
