@@ -8,8 +8,9 @@ import os
 from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
-from components import evaluation
+from components import baseline, evaluation
 from components.anomaly_gate import AnomalyGate
+from components.baseline import LatestBlessedOtherModelStrategy
 from components.image_example_gen.component import ImageExampleGen
 from components.image_example_gen.ingest import DEFAULT_MAX_IMAGE_PIXELS
 from components.trainer.run import TrainerConfig
@@ -101,15 +102,18 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     ).with_id(TRAINER)
 
     baseline_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        strategy_class=LatestBlessedOtherModelStrategy,
+        **{
+            baseline.CANDIDATE_KEY: trainer.outputs["model"],
+            baseline.MODEL_KEY: tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            baseline.BLESSING_KEY: tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        },
     ).with_id(BASELINE_RESOLVER)
 
     evaluator = tfx.components.Evaluator(
         examples=transform.outputs["transformed_examples"],
         model=trainer.outputs["model"],
-        baseline_model=baseline_resolver.outputs["model"],
+        baseline_model=baseline_resolver.outputs[baseline.MODEL_KEY],
         eval_config=evaluation.build_eval_config(
             min_macro_auc=config.min_macro_auc, max_auc_regression=config.max_auc_regression
         ),
