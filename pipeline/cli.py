@@ -15,16 +15,32 @@ def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=defaults.image_size, help="input size in pixels")
     parser.add_argument("--backbone", default=defaults.backbone, choices=BACKBONES, help="frozen pretrained backbone")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--filename-pattern", default=defaults.filename_pattern,
-                        help="regex with named groups age, gender, race (default: UTKFace names)")
-    parser.add_argument("--min-macro-auc", type=float, default=defaults.min_macro_auc,
-                        help="bless only models with at least this macro-average AUC")
-    parser.add_argument("--max-auc-regression", type=float, default=defaults.max_auc_regression,
-                        help="allowed macro-AUC drop against the latest blessed model")
+    parser.add_argument(
+        "--filename-pattern",
+        default=defaults.filename_pattern,
+        help="regex with named groups age, gender, race (default: UTKFace names)",
+    )
+    parser.add_argument(
+        "--min-macro-auc",
+        type=float,
+        default=defaults.min_macro_auc,
+        help="bless only models with at least this macro-average AUC",
+    )
+    parser.add_argument(
+        "--max-auc-regression",
+        type=float,
+        default=defaults.max_auc_regression,
+        help="allowed macro-AUC drop against the latest blessed model",
+    )
     parser.add_argument("--no-cache", action="store_true", help="rerun every component")
-    parser.add_argument("--beam-arg", action="append", default=None, metavar="ARG",
-                        help="a Beam pipeline argument, repeatable, e.g. --beam-arg=--direct_running_mode=multi_processing "
-                        "--beam-arg=--direct_num_workers=2 (default: none, i.e. in-memory DirectRunner)")
+    parser.add_argument(
+        "--beam-arg",
+        action="append",
+        default=None,
+        metavar="ARG",
+        help="a Beam pipeline argument, repeatable, e.g. --beam-arg=--direct_running_mode=multi_processing "
+        "--beam-arg=--direct_num_workers=2 (default: none, i.e. in-memory DirectRunner)",
+    )
 
 
 def config_from_args(

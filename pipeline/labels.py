@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 # --- raw tf.Example features written by the image ExampleGen -----------------
 IMAGE_KEY = "image_raw"

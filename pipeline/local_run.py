@@ -9,7 +9,8 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Callable, Iterator, TextIO
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
 
 from absl import logging as absl_logging
 from ml_metadata.metadata_store import metadata_store
@@ -155,8 +156,16 @@ def format_summary(summary: dict[str, Any], config: PipelineConfig) -> str:
     if summary["macro_auc"] is not None:
         lines.append(f"  macro AUC: {summary['macro_auc']:.3f} (floor {config.min_macro_auc:g})")
     if summary["blessed"] is not None:
-        if summary["blessed"]:
-            lines.append("  blessed: yes (macro AUC above the floor and no regression vs the latest blessed model)")
+        if summary["blessed"] and summary.get("baseline_model"):
+            lines.append(
+                f"  blessed: yes (macro AUC at or above {config.min_macro_auc:g}, and no drop of more than "
+                f"{config.max_auc_regression:g} against the latest blessed model {summary['baseline_model']})"
+            )
+        elif summary["blessed"]:
+            lines.append(
+                f"  blessed: yes (macro AUC at or above {config.min_macro_auc:g}; "
+                "no earlier blessed model to compare with)"
+            )
         else:
             lines.append("  blessed: NO: " + "; ".join(summary["blessing_reasons"] or ["see the Evaluator output"]))
     lines.append(f"  pushed model: {summary['pushed_model'] or 'none'}")

@@ -26,6 +26,7 @@ class ComponentRun:
     node_id: str
     state: str  # complete, cached, failed, running, ...
     outputs: dict[str, list[metadata_store_pb2.Artifact]]
+    inputs: dict[str, list[metadata_store_pb2.Artifact]] = dataclasses.field(default_factory=dict)
 
 
 def component_runs(store: metadata_store.MetadataStore, run_id: str) -> dict[str, ComponentRun]:
@@ -53,14 +54,21 @@ def component_runs(store: metadata_store.MetadataStore, run_id: str) -> dict[str
         if node_id is None:
             continue
         events = store.get_events_by_execution_ids([execution.id])
-        output_events = [e for e in events if e.type == metadata_store_pb2.Event.OUTPUT]
-        artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in output_events])}
-        outputs: dict[str, list[metadata_store_pb2.Artifact]] = collections.defaultdict(list)
-        for event in output_events:
-            key = event.path.steps[0].key if event.path.steps else ""
-            if event.artifact_id in artifacts:
-                outputs[key].append(artifacts[event.artifact_id])
-        result[node_id] = ComponentRun(node_id, _STATE_NAMES.get(execution.last_known_state, "unknown"), dict(outputs))
+        artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+        by_kind: dict[int, dict[str, list[metadata_store_pb2.Artifact]]] = {
+            metadata_store_pb2.Event.OUTPUT: collections.defaultdict(list),
+            metadata_store_pb2.Event.INPUT: collections.defaultdict(list),
+        }
+        for event in events:
+            if event.type in by_kind and event.artifact_id in artifacts:
+                key = event.path.steps[0].key if event.path.steps else ""
+                by_kind[event.type][key].append(artifacts[event.artifact_id])
+        result[node_id] = ComponentRun(
+            node_id,
+            _STATE_NAMES.get(execution.last_known_state, "unknown"),
+            dict(by_kind[metadata_store_pb2.Event.OUTPUT]),
+            dict(by_kind[metadata_store_pb2.Event.INPUT]),
+        )
     return result
 
 
@@ -148,7 +156,7 @@ def summarize(store: metadata_store.MetadataStore, run_id: str) -> dict[str, Any
 
     Returns:
       A JSON-able dict: run_id, components (node id -> state), ingested, ingested_by_split,
-      quarantined, quarantined_by_reason, blessed, blessing_reasons, pushed_model,
+      quarantined, quarantined_by_reason, blessed, blessing_reasons, baseline_model, pushed_model,
       macro_auc, per_label_auc.
     """
     runs = component_runs(store, run_id)
@@ -161,6 +169,7 @@ def summarize(store: metadata_store.MetadataStore, run_id: str) -> dict[str, Any
         "quarantined_by_reason": {},
         "blessed": None,
         "blessing_reasons": [],
+        "baseline_model": None,
         "pushed_model": None,
         "macro_auc": None,
         "per_label_auc": {},
@@ -181,6 +190,8 @@ def summarize(store: metadata_store.MetadataStore, run_id: str) -> dict[str, Any
         blessing = ev.outputs.get("blessing", [None])[0]
         summary["blessed"] = bool(blessing is not None and _prop(blessing, "blessed") == 1)
         summary["blessing_reasons"] = _validation_reasons(uri)
+        baselines = ev.inputs.get("baseline_model", [])
+        summary["baseline_model"] = baselines[0].uri if baselines else None
     if (push := runs.get(pipeline_def.PUSHER)) and push.outputs.get("pushed_model"):
         pushed = push.outputs["pushed_model"][0]
         if _prop(pushed, "pushed") == 1:

@@ -53,7 +53,7 @@ SYNTHETIC_AGE_MIN, SYNTHETIC_AGE_MAX = 1, 116  # UTKFace has no age 0
 
 # --- files ---------------------------------------------------------------------------------------------
 JPEG_QUALITY = 90
-MARKER_NAME = ".complete"  # hidden: the image ExampleGen skips hidden files
+MARKER_SUFFIX = ".complete"  # marker file ``.<folder>.complete`` written NEXT TO the data folder
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MALFORMED_KINDS = ("missing_field", "empty_field", "missing_dot", "stray_space")
 _DATETIME_START = _dt.datetime(2016, 12, 16)
@@ -231,7 +231,10 @@ _SKIN_RAMP = np.array(
 )
 # Per race: (mean, sd) of d; "other" is a broad uniform mix instead.
 _SKIN_DARKNESS = {0: (0.13, 0.08), 1: (0.78, 0.10), 2: (0.25, 0.08), 3: (0.52, 0.11)}
-_SKIN_TINT = {2: (2.0, 4.0, -10.0), 3: (0.0, -3.0, -4.0)}  # asian: more yellow; indian: a little olive
+# asian: more yellow; indian: warm olive; other: ruddy
+_SKIN_TINT = {2: (2.0, 4.0, -10.0), 3: (6.0, -4.0, -10.0), 4: (10.0, -2.0, -4.0)}
+_WAVY_HAIR = {0: 0.12, 4: 0.65}  # probability of wavy hair strands per race (0.08 otherwise)
+_BROW_WEIGHT = {3: 1.35, 4: 1.2}  # eyebrow thickness factor per race (1.0 otherwise)
 
 _HAIR_COLORS: dict[int, tuple[tuple[Color, ...], tuple[float, ...]]] = {
     0: (
@@ -275,6 +278,8 @@ class _Appearance:
     lip_scale: float
     smile: float
     gaze: float
+    wavy: bool
+    brow_weight: float
     beard: str
     earrings: Color | None
     bindi: bool
@@ -295,7 +300,7 @@ def _mix(a: np.ndarray, b: Sequence[float], t: float) -> np.ndarray:
 
 def _sample_appearance(rng: np.random.Generator, age: int, gender: int, race: int) -> _Appearance:
     # Age cues, each seen through its own noise.
-    child = float(np.clip((17.0 - (age + rng.normal(0.0, 1.2))) / 15.0, 0.0, 1.0))
+    child = float(np.clip((17.0 - (age + rng.normal(0.0, 2.5))) / 15.0, 0.0, 1.0))
     age_w = age + rng.normal(0.0, 2.5 + 0.1 * age)
     wrinkles = float(np.clip((age_w - 28.0) / 45.0, 0.0, 1.0))
     grey = float(
@@ -307,7 +312,7 @@ def _sample_appearance(rng: np.random.Generator, age: int, gender: int, race: in
         mean, sd = _SKIN_DARKNESS[race]
         d = rng.normal(mean, sd)
     else:
-        d = rng.uniform(0.05, 0.8)
+        d = rng.normal(0.4, 0.15)  # "other": a broad mix, centred between the light and dark groups
     d = float(np.clip(d, 0.0, 1.0))
     skin = np.array([np.interp(d, _SKIN_RAMP_POS, _SKIN_RAMP[:, c]) for c in range(3)])
     skin = skin + np.asarray(_SKIN_TINT.get(race, (0.0, 0.0, 0.0))) + rng.normal(0.0, 5.0, 3)
@@ -374,6 +379,10 @@ def _sample_appearance(rng: np.random.Generator, age: int, gender: int, race: in
         ),
         smile=float(rng.uniform(-0.3, 1.0)),
         gaze=float(rng.uniform(-0.25, 0.25)),
+        wavy=bool(rng.random() < _WAVY_HAIR.get(race, 0.08)),
+        brow_weight=float(
+            _BROW_WEIGHT.get(race, 1.0) * (0.85 if gender == 1 else 1.0) * rng.normal(1.0, 0.1)
+        ),
         beard=beard,
         earrings=earrings,
         bindi=bool(race == 3 and gender == 1 and age >= 12 and rng.random() < 0.25),
@@ -556,7 +565,24 @@ def _draw_front_hair(
                 x_out, x_in = cx + sx * a * 1.2, cx + sx * a * 0.8
                 box = (min(x_out, x_in), cy - b * 0.85, max(x_out, x_in), low)
                 p("ellipse", box, fill=hair_c, part=PART_HAIR)
+    if ap.wavy and ap.style not in ("bald", "baby", "buzz"):
+        _draw_waves(p, ap, rng, cx=cx, top=cy - b * 1.05, bottom=hairline, a=a)
     return float(hairline)
+
+
+def _draw_waves(
+    p: _Painter, ap: _Appearance, rng: np.random.Generator, *, cx: float, top: float, bottom: float, a: float
+) -> None:
+    """Wavy strands across the top hair, a little darker (or lighter, for black hair) than the hair."""
+    color = _rgb(ap.hair + 50.0 if ap.hair.mean() < 60 else ap.hair * 0.62)
+    width = max(1, int(round(a / 30.0)))
+    phase = rng.uniform(0.0, 2.0 * math.pi)
+    xs = np.linspace(-0.75, 0.75, 13)
+    for k, frac in enumerate((0.3, 0.55, 0.8)):
+        y0 = top + (bottom - top) * frac
+        half = np.sqrt(max(0.0, 1.0 - (1.0 - frac) ** 2))  # follow the round top of the head
+        ys = y0 + a * 0.05 * np.sin(xs * 9.0 + phase + k)
+        p("line", [(cx + x * a * half, y) for x, y in zip(xs, ys, strict=True)], fill=color, width=width)
 
 
 def _draw_figure(
@@ -692,7 +718,7 @@ def _draw_figure(
                 width=lw,
             )
         by = ey - eh - b * (0.1 - 0.02 * c)
-        bw = max(1, int(round((3.2 if ap.beard != "none" or ap.square_jaw else 2.2) * s)))
+        bw = max(1, int(round((3.2 if ap.beard != "none" or ap.square_jaw else 2.2) * ap.brow_weight * s)))
         brow = [
             (ex - sx * ew * 1.05, by + b * 0.02),
             (ex, by - b * 0.025),
@@ -924,7 +950,9 @@ def render_face(rng: np.random.Generator, age: int, gender: int, race: int, size
 
 
 @dataclasses.dataclass(frozen=True)
-class _Planned:
+class PlannedImage:
+    """One file to write: its index, name and labels (malformed: the name does not parse)."""
+
     index: int
     name: str
     age: int
@@ -964,7 +992,7 @@ def _malformed_name(kind: str, *, index: int, age: int, gender: int, race: int, 
     raise ValueError(f"unknown malformed kind {kind!r}")
 
 
-def plan(spec: SyntheticSpec) -> list[_Planned]:
+def plan(spec: SyntheticSpec) -> list[PlannedImage]:
     """Decides every file's labels and name without rendering anything.
 
     Args:
@@ -986,7 +1014,7 @@ def plan(spec: SyntheticSpec) -> list[_Planned]:
             name = _malformed_name(malformed[i], index=i, age=age, gender=gender, race=race, stamp=stamp)
         else:
             name = f"{age}_{gender}_{race}_{stamp}.jpg.chip.jpg"
-        out.append(_Planned(i, name, age, gender, race, i in malformed))
+        out.append(PlannedImage(i, name, age, gender, race, i in malformed))
     return out
 
 
@@ -996,7 +1024,7 @@ def _encode(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def _write_one(args: tuple[SyntheticSpec, _Planned, str]) -> None:
+def _write_one(args: tuple[SyntheticSpec, PlannedImage, str]) -> None:
     spec, item, out_dir = args
     rng, age, gender, race, _ = _image_rng(spec, item.index)
     assert (age, gender, race) == (item.age, item.gender, item.race)
@@ -1005,7 +1033,7 @@ def _write_one(args: tuple[SyntheticSpec, _Planned, str]) -> None:
         f.write(data)
 
 
-def _label_counts(items: Sequence[_Planned]) -> dict:
+def _label_counts(items: Sequence[PlannedImage]) -> dict:
     good = [it for it in items if not it.malformed]
     counts: dict[str, Any] = {
         "well_formed": len(good),
@@ -1031,8 +1059,11 @@ def generate(out_dir: str | Path, spec: SyntheticSpec, *, workers: int = 1) -> G
     Args:
       out_dir: the folder to write into.
       spec: what to generate.
-      workers: processes to render with (output is identical for any value; more than
-        one starts 'spawn' worker processes, safe even from a process running TensorFlow).
+      workers: processes to render with. The output is identical for any value. More than
+        one starts 'spawn' worker processes (safe even from a process running TensorFlow),
+        which re-import the caller's main module, so that module needs an
+        ``if __name__ == "__main__":`` guard; from an interactive or stdin session it
+        falls back to one process.
 
     Returns:
       A GenerationReport.
@@ -1043,6 +1074,9 @@ def generate(out_dir: str | Path, spec: SyntheticSpec, *, workers: int = 1) -> G
     items = plan(spec)
     tasks = [(spec, it, str(out)) for it in items]
     workers = max(1, min(workers, len(tasks) // 50 or 1))
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main_file is None or not os.path.exists(main_file):
+        workers = 1  # spawn could not re-import the main module
     if workers == 1:
         for task in tasks:
             _write_one(task)
@@ -1070,9 +1104,19 @@ def has_images(folder: str | Path) -> bool:
     )
 
 
+def marker_path(folder: str | Path) -> Path:
+    """The completion marker of a generated folder: a hidden file beside it, not inside it.
+
+    Outside, because the image ExampleGen accounts for every file inside the data folder
+    (a marker there would show up as a quarantined hidden file in every run).
+    """
+    path = Path(folder)
+    return path.parent / f".{path.name}{MARKER_SUFFIX}"
+
+
 def is_complete(folder: str | Path) -> bool:
     """Whether ensure_default_dataset finished generating into folder (its marker exists)."""
-    return (Path(folder) / MARKER_NAME).is_file()
+    return marker_path(folder).is_file()
 
 
 def ensure_default_dataset(
@@ -1082,8 +1126,8 @@ def ensure_default_dataset(
 
     Generation goes to a hidden temporary sibling folder which is renamed into place
     (or whose files are moved in) only when complete; the hidden marker file
-    ``.complete`` (JSON: spec, count, malformed names) is written last. A folder with
-    the marker, or with any non-hidden image (e.g. real UTKFace data), is left alone.
+    ``.<folder>.complete`` beside it (JSON: spec, count, malformed names) is written last. A folder with
+    the marker (see marker_path), or with any non-hidden image (e.g. real UTKFace data), is left alone.
 
     Args:
       out_dir: the data folder.
@@ -1098,7 +1142,7 @@ def ensure_default_dataset(
     if is_complete(out):
         return out, False
     if has_images(out):
-        logger.info("%s already holds images but no %s marker; leaving it as it is", out, MARKER_NAME)
+        logger.info("%s already holds images but no %s marker; leaving it as it is", out, marker_path(out))
         return out, False
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -1112,13 +1156,12 @@ def ensure_default_dataset(
             if out.exists() and not any(out.iterdir()):
                 out.rmdir()
             if not out.exists():
-                (tmp / MARKER_NAME).write_text(marker)
                 os.replace(tmp, out)
             else:
                 for entry in tmp.iterdir():
                     os.replace(entry, out / entry.name)
-                (out / MARKER_NAME).write_text(marker)
                 tmp.rmdir()
+            marker_path(out).write_text(marker)
         except OSError:
             if is_complete(out):  # someone else finished first
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -1155,7 +1198,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--if-missing",
         action="store_true",
-        help=f"generate only if the folder has no images yet, and write the {MARKER_NAME} marker",
+        help="generate only if the folder has no images yet, and write the .<folder>.complete marker beside it",
     )
     return p
 

@@ -13,7 +13,6 @@ import pytest
 import tensorflow as tf
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-from PIL import Image
 from tfx import v1 as tfx
 
 from pipeline import labels, synthetic_data
@@ -25,8 +24,14 @@ from pipeline.run_summary import component_runs
 pytestmark = pytest.mark.e2e
 
 COMPONENTS = {
-    pipeline_def.EXAMPLE_GEN, pipeline_def.STATISTICS_GEN, pipeline_def.SCHEMA_GEN, pipeline_def.EXAMPLE_VALIDATOR,
-    pipeline_def.ANOMALY_GATE, pipeline_def.TRANSFORM, pipeline_def.TRAINER, pipeline_def.EVALUATOR,
+    pipeline_def.EXAMPLE_GEN,
+    pipeline_def.STATISTICS_GEN,
+    pipeline_def.SCHEMA_GEN,
+    pipeline_def.EXAMPLE_VALIDATOR,
+    pipeline_def.ANOMALY_GATE,
+    pipeline_def.TRANSFORM,
+    pipeline_def.TRAINER,
+    pipeline_def.EVALUATOR,
     pipeline_def.PUSHER,
 }
 NUM_IMAGES = 50
@@ -36,7 +41,9 @@ NUM_IMAGES = 50
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     data_dir = root / "data"
-    report = synthetic_data.generate(data_dir, synthetic_data.SyntheticSpec(num_images=NUM_IMAGES, seed=7, balanced=True))
+    report = synthetic_data.generate(
+        data_dir, synthetic_data.SyntheticSpec(num_images=NUM_IMAGES, seed=7, balanced=True)
+    )
     config = PipelineConfig(
         data_dir=str(data_dir),
         pipeline_root=str(root / "pipeline_root"),
@@ -51,7 +58,9 @@ def runs(tmp_path_factory):
     )
     first = run_local(config, out=io.StringIO())
     second = run_local(config, out=io.StringIO())
-    store = metadata_store.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path))
+    store = metadata_store.MetadataStore(
+        tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
+    )
     return config, report, first, second, store
 
 

@@ -138,9 +138,7 @@ def test_render_face_matches_render_with_parts():
 
 def test_skin_is_darker_for_black_than_white():
     def skin_brightness(race: int) -> float:
-        return float(
-            np.mean([img[parts == sd.PART_SKIN].mean() for img, parts in _render_many(50, race=race)])
-        )
+        return float(np.mean([img[parts == sd.PART_SKIN].mean() for img, parts in _render_many(50, race=race)]))
 
     white, black = skin_brightness(0), skin_brightness(1)
     assert white - black > 40, (white, black)
@@ -148,9 +146,7 @@ def test_skin_is_darker_for_black_than_white():
 
 def test_women_have_more_hair():
     def hair_coverage(gender: int) -> float:
-        return float(
-            np.mean([(parts == sd.PART_HAIR).mean() for _, parts in _render_many(50, gender=gender, age=30)])
-        )
+        return float(np.mean([(parts == sd.PART_HAIR).mean() for _, parts in _render_many(50, gender=gender, age=30)]))
 
     male, female = hair_coverage(0), hair_coverage(1)
     assert female > 1.5 * male, (male, female)
@@ -174,10 +170,14 @@ def test_ensure_default_dataset(tmp_path):
     path, generated = sd.ensure_default_dataset(out, spec)
     assert generated and path == out
     assert sd.is_complete(out)
-    marker = json.loads((out / sd.MARKER_NAME).read_text())
+    marker = json.loads(sd.marker_path(out).read_text())
+    assert not any(p.name.startswith(".") for p in out.iterdir())  # nothing hidden inside the data folder
     assert marker["written"] == 12 and marker["spec"]["seed"] == 0
     assert len([p for p in out.iterdir() if not p.name.startswith(".")]) == 12
-    assert [p.name for p in (tmp_path / "data").iterdir()] == ["synthetic"]  # no temp folder left
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [
+        ".synthetic.complete",
+        "synthetic",
+    ]  # no temp folder
     assert sd.ensure_default_dataset(out, spec) == (out, False)
 
     real = tmp_path / "real"

@@ -73,8 +73,10 @@ def test_backbone_weights_unchanged_by_training(parts, dataset):
     full.compile(optimizer=tf_keras.optimizers.Adam(1e-2), loss="binary_crossentropy")
     full.fit(images, epochs=1, verbose=0)
     after_backbone, after_head = _weights(backbone), _weights(head)
-    assert all(np.array_equal(a, b) for a, b in zip(before_backbone, after_backbone))  # incl. BN moving stats
-    assert not all(np.array_equal(a, b) for a, b in zip(before_head, after_head))
+    assert all(
+        np.array_equal(a, b) for a, b in zip(before_backbone, after_backbone, strict=True)
+    )  # incl. BN moving stats
+    assert not all(np.array_equal(a, b) for a, b in zip(before_head, after_head, strict=True))
 
 
 def test_embed_once_then_train_head(parts, dataset):
@@ -88,7 +90,7 @@ def test_embed_once_then_train_head(parts, dataset):
     assert len(history.history["loss"]) == 3
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert {f"auc_{n}" for n in labels.LABEL_NAMES} <= set(history.history)
-    assert all(np.array_equal(a, b) for a, b in zip(before, _weights(backbone)))
+    assert all(np.array_equal(a, b) for a, b in zip(before, _weights(backbone), strict=True))
 
 
 def test_validation_mask_is_stable():

@@ -125,7 +125,7 @@ class _TensorRef:
         view = base[self.storage.view_offset : self.storage.view_offset + self.storage.view_numel]
         if 0 in self.size:
             return np.zeros(self.size, dtype=view.dtype)
-        last = self.offset + sum((n - 1) * st for n, st in zip(self.size, self.stride))
+        last = self.offset + sum((n - 1) * st for n, st in zip(self.size, self.stride, strict=True))
         if self.offset < 0 or last >= view.size:
             raise ValueError(
                 f"tensor (offset={self.offset}, size={self.size}, stride={self.stride}) exceeds its storage "
