@@ -7,9 +7,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
-import warnings
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA_DIR = os.path.join(REPO_ROOT, "data", "utkface_synth")
@@ -18,49 +18,51 @@ DEFAULT_OUTPUT = os.path.join(REPO_ROOT, "outputs")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parses the command line."""
-    from pipeline.cli import add_pipeline_flags  # noqa: PLC0415  (light: no TensorFlow)
+    from pipeline.cli import OneLineErrorParser, add_pipeline_flags  # noqa: PLC0415  (light: no TensorFlow)
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrorParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=None,
                         help=f"folder of UTKFace-style images (default: generated synthetic set in {DEFAULT_DATA_DIR})")
     parser.add_argument("--pipeline-root", default=os.path.join(DEFAULT_OUTPUT, "pipeline_root"),
                         help="TFX artifacts, ML Metadata (metadata.sqlite), logs and last_run_summary.json")
     parser.add_argument("--serving-dir", default=os.path.join(DEFAULT_OUTPUT, "serving"),
                         help="blessed models are pushed to <serving-dir>/<pipeline-name>/<version>/")
+    parser.add_argument("--wait-for-lock", type=float, default=0.0, metavar="SECONDS",
+                        help="when another run uses the same --pipeline-root, wait this long before giving up "
+                        "(default 0: fail at once)")
     add_pipeline_flags(parser)
     return parser.parse_args(argv)
 
 
+def _check_data_dir(data_dir: str) -> str | None:
+    """Returns a one-line problem with a local data folder, or None when it looks usable."""
+    if "://" in data_dir:
+        return None  # object stores are checked by the ExampleGen itself
+    if not os.path.exists(data_dir):
+        return f"data folder {data_dir} does not exist"
+    if not os.path.isdir(data_dir):
+        return f"data folder {data_dir} is a file, not a folder"
+    for _, _, files in os.walk(data_dir):
+        if files:
+            return None
+    return f"data folder {data_dir} is empty: no files to ingest"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Runs the pipeline; returns the process exit status."""
+    """Runs the pipeline; returns the process exit status (0 ok, 1 run failed, 2 bad usage, 3 busy)."""
     args = parse_args(argv)
     # Before TensorFlow is imported anywhere: TF 2.16 would otherwise mix Keras 3 and tf_keras.
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # Known import-time noise from the Google Cloud client libraries TFX pulls in.
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\..*")
     sys.path.insert(0, REPO_ROOT)
     from pipeline.cli import config_from_args  # noqa: PLC0415
+    from pipeline.logs import new_run_id, stderr_to_log  # noqa: PLC0415
 
     data_dir = args.data_dir
-    if data_dir is None:
-        from pipeline import synthetic_data  # noqa: PLC0415
-
-        data_dir = DEFAULT_DATA_DIR
-        _, generated = synthetic_data.ensure_default_dataset(data_dir, synthetic_data.SyntheticSpec())
-        if generated:
-            print(f"Generated the bundled synthetic UTKFace-style data set in {data_dir}")
-        else:
-            print(f"Using the bundled synthetic data set in {data_dir}")
-    data_dir = os.path.abspath(os.path.expanduser(data_dir)) if "://" not in data_dir else data_dir
-    if "://" not in data_dir and not os.path.isdir(data_dir):
-        print(f"error: data folder {data_dir} does not exist", file=sys.stderr)
-        return 2
     pipeline_root = os.path.abspath(args.pipeline_root)
     try:
         config = config_from_args(
             args,
-            data_dir=data_dir,
+            data_dir=data_dir or DEFAULT_DATA_DIR,
             pipeline_root=pipeline_root,
             serving_dir=os.path.abspath(args.serving_dir),
             metadata_path=os.path.join(pipeline_root, "metadata.sqlite"),
@@ -68,12 +70,35 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.wait_for_lock < 0:
+        print("error: --wait-for-lock must be >= 0 seconds", file=sys.stderr)
+        return 2
+    if data_dir is None:
+        from pipeline import synthetic_data  # noqa: PLC0415
 
-    from pipeline.local_run import format_summary, run_local  # noqa: PLC0415  (imports TFX: ~15 s)
+        _, generated = synthetic_data.ensure_default_dataset(DEFAULT_DATA_DIR, synthetic_data.SyntheticSpec())
+        what = "Generated" if generated else "Using"
+        print(f"{what} the bundled synthetic UTKFace-style data set in {DEFAULT_DATA_DIR}")
+    else:
+        data_dir = os.path.abspath(os.path.expanduser(data_dir)) if "://" not in data_dir else data_dir
+        if problem := _check_data_dir(data_dir):
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+        config = dataclasses.replace(config, data_dir=data_dir)
 
-    print(f"Running pipeline {config.pipeline_name!r} on {config.data_dir}")
-    summary = run_local(config)
-    print(format_summary(summary, config))
+    run_id = new_run_id()
+    # From here on, stderr (TensorFlow's C++ logs and Python warnings included) goes to the run's
+    # log file; known noise is kept off the console.
+    with stderr_to_log(os.path.join(pipeline_root, "logs", f"{run_id}.log")):
+        from pipeline.local_run import RunLockError, format_summary, run_local  # noqa: PLC0415  (TFX: ~15 s)
+
+        print(f"Running pipeline {config.pipeline_name!r} on {config.data_dir} (run {run_id})", flush=True)
+        try:
+            summary = run_local(config, run_id=run_id, wait_for_lock=args.wait_for_lock)
+        except RunLockError as e:
+            print(f"error: {e}", flush=True)
+            return 3
+        print(format_summary(summary, config), flush=True)
     return 1 if summary.get("error") else 0
 
 

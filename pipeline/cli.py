@@ -7,6 +7,13 @@ import argparse
 from pipeline.config import BACKBONES, DEFAULT_BEAM_ARGS, PipelineConfig
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (no usage block), exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     """Adds the flags every runner accepts."""
     defaults = PipelineConfig(data_dir="", pipeline_root="", serving_dir="")

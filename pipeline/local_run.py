@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import json
 import logging
 import os
@@ -19,10 +20,58 @@ from tfx.dsl.compiler import compiler, constants
 from tfx.orchestration.portable import runtime_parameter_utils
 
 from pipeline.config import PipelineConfig
+from pipeline.logs import new_run_id
 from pipeline.pipeline import create_pipeline
 from pipeline.run_summary import summarize
 
 SUMMARY_FILE = "last_run_summary.json"
+LOCK_FILE = ".run.lock"
+
+
+class RunLockError(RuntimeError):
+    """Another run holds the pipeline root."""
+
+
+@contextlib.contextmanager
+def run_lock(pipeline_root: str, run_id: str, wait_seconds: float = 0.0) -> Iterator[None]:
+    """Holds an exclusive lock on a pipeline root for one run.
+
+    Two runs on one root would race on ML Metadata's SQLite file and on the serving
+    folder; the second one waits up to ``wait_seconds`` and then fails with a clear message.
+
+    Args:
+      pipeline_root: the run's pipeline root (local).
+      run_id: written into the lock file so a waiting run can say who holds it.
+      wait_seconds: how long to wait for the lock; 0 fails at once.
+
+    Raises:
+      RunLockError: the lock is still held after wait_seconds.
+    """
+    os.makedirs(pipeline_root, exist_ok=True)
+    path = os.path.join(pipeline_root, LOCK_FILE)
+    handle = open(path, "a+")  # noqa: SIM115  (held for the whole run)
+    deadline = time.monotonic() + max(wait_seconds, 0.0)
+    try:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "unknown"
+                    raise RunLockError(
+                        f"another run is using pipeline root {pipeline_root} ({holder}); wait for it to finish, "
+                        "pass --wait-for-lock SECONDS, or use another --pipeline-root"
+                    ) from None
+                time.sleep(0.5)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}, run {run_id}, since {datetime.datetime.now().isoformat(timespec='seconds')}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # releases the lock
 
 
 class _ProgressHandler(logging.Handler):
@@ -48,9 +97,10 @@ class _ProgressHandler(logging.Handler):
 
 @contextlib.contextmanager
 def _log_to(path: str, progress: Callable[[str], None]) -> Iterator[None]:
-    """Sends all INFO logs and Python warnings to a file; the console gets progress lines only.
+    """Sends all INFO logs to a file; the console gets progress lines only.
 
-    Failures still reach the console through the run summary (and the exit status).
+    Failures still reach the console through the run summary (and the exit status). Python
+    warnings go to stderr, which the runner routes through pipeline.logs (file + filtered console).
     """
     file_handler = logging.FileHandler(path)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -71,11 +121,9 @@ def _log_to(path: str, progress: Callable[[str], None]) -> Iterator[None]:
     if not tf_logger.propagate:
         tf_logger.addHandler(file_handler)
     absl_logger.addHandler(progress_handler)
-    logging.captureWarnings(True)
     try:
         yield
     finally:
-        logging.captureWarnings(False)
         root.removeHandler(file_handler)
         tf_logger.removeHandler(file_handler)
         absl_logger.removeHandler(progress_handler)
@@ -86,7 +134,12 @@ def _log_to(path: str, progress: Callable[[str], None]) -> Iterator[None]:
             h.setLevel(level)
 
 
-def run_local(config: PipelineConfig, out: TextIO = sys.stdout) -> dict[str, Any]:
+def run_local(
+    config: PipelineConfig,
+    out: TextIO = sys.stdout,
+    run_id: str | None = None,
+    wait_for_lock: float = 0.0,
+) -> dict[str, Any]:
     """Runs the pipeline with LocalDagRunner and returns the run summary.
 
     Progress goes to ``out`` one line per component; the full log goes to
@@ -95,18 +148,33 @@ def run_local(config: PipelineConfig, out: TextIO = sys.stdout) -> dict[str, Any
     Args:
       config: the run's settings; metadata_path must be set.
       out: where progress lines go.
+      run_id: the pipeline run id (a new one by default); names the log file.
+      wait_for_lock: seconds to wait when another run holds the pipeline root.
 
     Returns:
       The summary (see run_summary.summarize) plus ``error`` (None when the run succeeded)
       and ``log_file``.
+
+    Raises:
+      RunLockError: another run holds the pipeline root.
     """
     if not config.metadata_path:
         raise ValueError("a local run needs metadata_path (a SQLite file)")
-    run_id = datetime.datetime.now().strftime("%Y%m%dT%H%M%S.%f")
-    log_dir = os.path.join(config.pipeline_root, "logs")
-    os.makedirs(log_dir, exist_ok=True)
+    run_id = run_id or new_run_id()
+    with run_lock(config.pipeline_root, run_id, wait_for_lock):
+        return _run_locked(config, out, run_id)
+
+
+def log_path(pipeline_root: str, run_id: str) -> str:
+    """Where a run's log file lives."""
+    return os.path.join(pipeline_root, "logs", f"{run_id}.log")
+
+
+def _run_locked(config: PipelineConfig, out: TextIO, run_id: str) -> dict[str, Any]:
+    assert config.metadata_path
+    log_file = log_path(config.pipeline_root, run_id)
+    os.makedirs(os.path.dirname(log_file), exist_ok=True)
     os.makedirs(os.path.dirname(os.path.abspath(config.metadata_path)), exist_ok=True)
-    log_file = os.path.join(log_dir, f"{run_id}.log")
 
     def progress(line: str) -> None:
         print(line, file=out, flush=True)

@@ -9,6 +9,7 @@ from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
 from components import baseline, evaluation
+from components import pusher as atomic_pusher
 from components.anomaly_gate import AnomalyGate
 from components.baseline import LatestBlessedOtherModelStrategy
 from components.image_example_gen.component import ImageExampleGen
@@ -119,12 +120,14 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         ),
     ).with_id(EVALUATOR)
 
-    pusher = tfx.components.Pusher(
+    pusher = atomic_pusher.AtomicPusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_base(config))
         ),
+        # Atomic (staging folder + rename) and idempotent publishing; see components/pusher.py.
+        custom_config={"code_version": code_fingerprint("components.pusher")},
     ).with_id(PUSHER)
 
     metadata = (

@@ -1,0 +1,111 @@
+"""Run lock, one-line flag errors, and the stderr log filter."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from pipeline import logs
+from pipeline.local_run import RunLockError, run_lock
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_second_run_on_same_root_fails_with_clear_message(tmp_path):
+    with run_lock(str(tmp_path), "run-A"):
+        with pytest.raises(RunLockError) as info:
+            with run_lock(str(tmp_path), "run-B"):
+                pass
+    message = str(info.value)
+    assert "another run is using pipeline root" in message
+    assert f"pid {os.getpid()}, run run-A" in message and "--wait-for-lock" in message
+    with run_lock(str(tmp_path), "run-C"):  # released: free again
+        pass
+
+
+def test_second_run_waits_for_the_lock(tmp_path):
+    released = threading.Event()
+
+    def hold():
+        with run_lock(str(tmp_path), "run-A"):
+            time.sleep(1.0)
+        released.set()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    time.sleep(0.2)
+    with run_lock(str(tmp_path), "run-B", wait_seconds=20):
+        assert released.is_set()
+    holder.join()
+
+
+def _runner(*flags: str, cwd: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "runner_local.py"), *flags],
+        capture_output=True, text=True, timeout=120, cwd=cwd, env=env,
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--data-dir", "/nonexistent/faces"], "does not exist"),
+        (["--data-dir", "{empty}"], "is empty"),
+        (["--backbone", "alexnet"], "invalid choice: 'alexnet'"),
+        (["--filename-pattern", "(?P<age>\\d+"], "not a valid regex"),
+        (["--filename-pattern", "(?P<age>\\d+)_(?P<race>\\d)"], "lacks named group(s) gender"),
+        (["--epochs", "-1"], "epochs must be >= 1"),
+        (["--epochs", "ten"], "invalid int value: 'ten'"),
+        (["--image-size", "8"], "image size must be within"),
+    ],
+)
+def test_config_and_flag_errors_are_one_line(tmp_path, flags, expected):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    flags = [f.replace("{empty}", str(empty)) for f in flags]
+    result = _runner(*flags, "--pipeline-root", str(tmp_path / "root"), cwd=str(tmp_path))
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
+
+
+def test_filter_keeps_noise_in_log_only():
+    class Sink:
+        def __init__(self):
+            self.text = ""
+
+        def write(self, s):
+            self.text += s
+
+        def flush(self):
+            pass
+
+    log, console = Sink(), Sink()
+    f = logs._Filter(log, console)
+    lines = [
+        "/x/_python_version_support.py:246: FutureWarning: You are using a non-supported Python version (3.10.13).\n",
+        "  warnings.warn(message, FutureWarning)\n",
+        "real problem: disk full\n",
+        "2026-11-24 E external/local_xla/xla/stream_executor/cuda/cuda_dnn.cc] Unable to register cuDNN factory\n",
+        "UserWarning: something new\n",
+    ]
+    for line in lines:
+        f.feed(line)
+    assert log.text == "".join(lines)
+    assert console.text == "real problem: disk full\nUserWarning: something new\n"
+
+
+def test_stderr_to_log_captures_file_descriptor_2(tmp_path, capfd):
+    log_file = tmp_path / "logs" / "run.log"
+    with logs.stderr_to_log(str(log_file)):
+        os.write(2, b"Could not find cuda drivers on your machine, GPU will not be used.\n")
+        os.write(2, b"a line people should see\n")
+    assert log_file.read_text() == (
+        "Could not find cuda drivers on your machine, GPU will not be used.\na line people should see\n"
+    )
+    assert "a line people should see" in capfd.readouterr().err
