@@ -1,0 +1,132 @@
+"""Only good models reach serving, and a killed run resumes: real pipeline runs on tiny data."""
+
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from ml_metadata.metadata_store import metadata_store
+from tfx import v1 as tfx
+
+from pipeline import labels, synthetic_data
+from pipeline import pipeline as pipeline_def
+from pipeline.config import PipelineConfig
+from pipeline.local_run import run_local
+from pipeline.run_summary import component_runs
+
+pytestmark = pytest.mark.e2e
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _generate(path, n: int, seed: int):
+    synthetic_data.generate(path, synthetic_data.SyntheticSpec(num_images=n, seed=seed, balanced=True))
+    return str(path)
+
+
+def _shuffle_labels(folder: str, seed: int) -> None:
+    """Gives every well-formed file another file's labels: images no longer predict labels."""
+    names = sorted(n for n in os.listdir(folder) if re.match(labels.UTKFACE_PATTERN, n))
+    triples = [n.split("_")[:3] for n in names]
+    order = np.random.default_rng(seed).permutation(len(names))
+    tmp = [os.path.join(folder, f"tmp{i}") for i in range(len(names))]
+    for name, t in zip(names, tmp, strict=True):
+        os.rename(os.path.join(folder, name), t)
+    for i, (name, t) in enumerate(zip(names, tmp, strict=True)):
+        stamp = name.split("_")[3]
+        os.rename(t, os.path.join(folder, "_".join(triples[order[i]]) + "_" + stamp))
+
+
+def _config(root, data_dir: str, **overrides) -> PipelineConfig:
+    values = dict(
+        data_dir=data_dir,
+        pipeline_root=str(root / "pipeline_root"),
+        serving_dir=str(root / "serving"),
+        metadata_path=str(root / "pipeline_root" / "metadata.sqlite"),
+        image_size=96,
+        epochs=10,
+    )
+    values.update(overrides)
+    return PipelineConfig(**values)
+
+
+def _versions(config: PipelineConfig) -> list[str]:
+    base = os.path.join(config.serving_dir, config.pipeline_name)
+    return sorted(n for n in os.listdir(base) if n.isdigit()) if os.path.isdir(base) else []
+
+
+@pytest.fixture(scope="module")
+def shuffled_dir(tmp_path_factory):
+    folder = _generate(tmp_path_factory.mktemp("shuffled") / "data", 160, seed=11)
+    _shuffle_labels(folder, seed=3)
+    return folder
+
+
+def test_shuffled_labels_are_not_blessed_even_as_first_model(tmp_path, shuffled_dir):
+    config = _config(tmp_path, shuffled_dir)  # default macro-AUC floor
+    summary = run_local(config, out=io.StringIO())
+    assert summary["error"] is None
+    assert summary["blessed"] is False and summary["pushed_model"] is None
+    assert summary["baseline_model"] is None  # first model: no baseline to lean on
+    assert summary["macro_auc"] < config.min_macro_auc
+    assert any("macro_auc" in reason for reason in summary["blessing_reasons"])
+    assert _versions(config) == []
+
+
+def test_model_worse_than_serving_is_not_pushed(tmp_path, shuffled_dir):
+    good_dir = _generate(tmp_path / "good", 160, seed=12)
+    # The floor is off here so that only the comparison with the serving model can stop the push.
+    first = run_local(_config(tmp_path, good_dir, min_macro_auc=0.0), out=io.StringIO())
+    assert first["blessed"] is True and first["pushed_model"]
+    config = _config(tmp_path, shuffled_dir, min_macro_auc=0.0)
+    second = run_local(config, out=io.StringIO())
+    assert second["error"] is None
+    assert second["baseline_model"] is not None
+    assert second["macro_auc"] < first["macro_auc"] - config.max_auc_regression
+    assert second["blessed"] is False and second["pushed_model"] is None
+    assert any("change in macro_auc" in reason for reason in second["blessing_reasons"]), second
+    assert _versions(config) == [os.path.basename(first["pushed_model"])]
+
+
+def test_killed_run_resumes_from_cache_and_pushes_once(tmp_path):
+    data_dir = _generate(tmp_path / "data", 60, seed=5)
+    root, serving = tmp_path / "pipeline_root", tmp_path / "serving"
+    command = [
+        sys.executable, os.path.join(REPO, "runner_local.py"), "--data-dir", data_dir,
+        "--pipeline-root", str(root), "--serving-dir", str(serving),
+        "--image-size", "64", "--epochs", "3", "--min-macro-auc", "0",
+    ]
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
+    victim = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
+    seen = []
+    deadline = time.monotonic() + 300
+    for line in victim.stdout:  # kill it inside the Trainer, a long component
+        seen.append(line)
+        if line.startswith("[start] Trainer"):
+            time.sleep(2.0)
+            os.killpg(victim.pid, signal.SIGKILL)
+            break
+        assert time.monotonic() < deadline, "".join(seen)
+    victim.wait(timeout=30)
+    assert victim.returncode == -signal.SIGKILL, "".join(seen)
+    assert not os.path.isdir(serving / "facepipe") or not [n for n in os.listdir(serving / "facepipe") if n.isdigit()]
+
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    run_id = re.search(r"\(run (\S+)\)", again.stdout).group(1)
+    store = metadata_store.MetadataStore(
+        tfx.orchestration.metadata.sqlite_metadata_connection_config(str(root / "metadata.sqlite"))
+    )
+    states = {node: run.state for node, run in component_runs(store, run_id).items()}
+    for node in (pipeline_def.EXAMPLE_GEN, pipeline_def.STATISTICS_GEN, pipeline_def.TRANSFORM):
+        assert states[node] == "cached", states
+    assert states[pipeline_def.TRAINER] == "complete" and states[pipeline_def.PUSHER] == "complete", states
+    versions = [n for n in os.listdir(serving / "facepipe") if n.isdigit()]
+    assert len(versions) == 1
+    assert not [n for n in os.listdir(serving / "facepipe") if n.startswith(".staging")]
