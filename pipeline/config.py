@@ -10,7 +10,9 @@ import dataclasses
 import hashlib
 import importlib.util
 import pathlib
+import re
 
+from components.image_example_gen import spans
 from pipeline import labels
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -22,7 +24,13 @@ DEFAULT_SCHEMA_PATH = REPO_ROOT / "schema" / "schema.pbtxt"
 # which only remote runners need.
 DEFAULT_BEAM_ARGS: tuple[str, ...] = ()
 
-BACKBONES: tuple[str, ...] = ("efficientnet_lite0",)
+# Must match components.trainer.backbones.BACKBONE_NAMES (a test checks it); the first is the default.
+BACKBONES: tuple[str, ...] = ("efficientnet_lite0", "mobilenet_v2", "efficientnet_b0", "resnet50", "vgg16")
+
+# How the Evaluator's baseline is found. "latest_blessed_other" (local default) skips the candidate
+# itself, so an unchanged re-run is fully cached; KubeflowV2's compiler only knows TFX's
+# LatestBlessedModelStrategy ("latest_blessed"), which runner_kfp therefore picks.
+BASELINE_STRATEGIES: tuple[str, ...] = ("latest_blessed_other", "latest_blessed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +45,9 @@ class PipelineConfig:
       pipeline_name: the pipeline's name in ML Metadata and in the serving folder.
       schema_path: the curated schema imported by ImportSchemaGen.
       filename_pattern: regex with named groups age, gender and race.
+      spans: None for a flat data folder; "latest", "N" or "A-B" to read span-<N> folders as TFX spans.
+      max_label_drift: largest allowed L-infinity distance between the label distributions
+        (gender, race, age group) of the current and the previous span; above it the run stops.
       train_buckets / eval_buckets: hash-split ratio by file name (4:1 is 80/20).
       backbone: name of the frozen pretrained backbone.
       image_size: square input size in pixels the backbone sees.
@@ -45,10 +56,16 @@ class PipelineConfig:
       learning_rate: Adam learning rate of the head.
       hidden_units: units of the head's hidden Dense layer.
       dropout: dropout rate of the head.
+      weights_file: local Keras .h5 ImageNet weights for a keras.applications backbone (offline use).
+      class_weighting: weight each label's positives by n_neg / n_pos in the loss.
+      early_stopping_patience: epochs without a lower validation loss before training stops (0: off).
+      fine_tune_layers: after head training, fine-tune this many top backbone layers (0: off; slower).
+      fine_tune_epochs: epochs of that fine-tuning phase.
       min_macro_auc: the Evaluator blesses only above this macro-average AUC.
       max_auc_regression: allowed macro-AUC drop against the latest blessed model.
       enable_cache: reuse outputs of components whose inputs did not change.
       beam_pipeline_args: arguments for every Beam-based component.
+      baseline_strategy: one of BASELINE_STRATEGIES (see there).
     """
 
     data_dir: str
@@ -58,6 +75,8 @@ class PipelineConfig:
     pipeline_name: str = "facepipe"
     schema_path: str = str(DEFAULT_SCHEMA_PATH)
     filename_pattern: str = labels.UTKFACE_PATTERN
+    spans: str | None = None
+    max_label_drift: float = 0.1
     train_buckets: int = 4
     eval_buckets: int = 1
     backbone: str = "efficientnet_lite0"
@@ -67,10 +86,16 @@ class PipelineConfig:
     learning_rate: float = 1e-3
     hidden_units: int = 256
     dropout: float = 0.3
+    weights_file: str | None = None
+    class_weighting: bool = True
+    early_stopping_patience: int = 3
+    fine_tune_layers: int = 0
+    fine_tune_epochs: int = 3
     min_macro_auc: float = 0.7
     max_auc_regression: float = 0.02
     enable_cache: bool = True
     beam_pipeline_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
+    baseline_strategy: str = "latest_blessed_other"
 
     def validate(self) -> None:
         """Checks values that do not need the file system.
@@ -79,6 +104,16 @@ class PipelineConfig:
           ValueError: with a one-line message naming the bad setting.
         """
         labels.compile_pattern(self.filename_pattern)
+        # The name becomes a folder under the serving dir and a key in ML Metadata: keep it a plain name.
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", self.pipeline_name) or ".." in self.pipeline_name:
+            raise ValueError(
+                f"pipeline name {self.pipeline_name!r} must be 1-63 letters, digits, '_', '.' or '-' "
+                "(starting with a letter or digit, no '..')"
+            )
+        if self.spans is not None:
+            spans.parse_span_selection(self.spans)
+        if not 0.0 <= self.max_label_drift <= 1.0:
+            raise ValueError(f"max label drift must be within 0-1, got {self.max_label_drift}")
         if self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
         if self.epochs < 1:
@@ -95,6 +130,16 @@ class PipelineConfig:
             raise ValueError(f"max AUC regression must be >= 0, got {self.max_auc_regression}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be within [0, 1), got {self.dropout}")
+        if self.weights_file and self.backbone == BACKBONES[0]:
+            raise ValueError(f"{BACKBONES[0]} has bundled weights; a weights file is for {', '.join(BACKBONES[1:])}")
+        if self.early_stopping_patience < 0:
+            raise ValueError(f"early stopping patience must be >= 0, got {self.early_stopping_patience}")
+        if self.fine_tune_layers < 0 or self.fine_tune_epochs < 0:
+            raise ValueError("fine-tune layers and epochs must be >= 0")
+        if self.baseline_strategy not in BASELINE_STRATEGIES:
+            raise ValueError(
+                f"unknown baseline strategy {self.baseline_strategy!r}; choose one of {', '.join(BASELINE_STRATEGIES)}"
+            )
 
 
 def code_fingerprint(*module_names: str) -> str:

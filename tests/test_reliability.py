@@ -109,3 +109,24 @@ def test_stderr_to_log_captures_file_descriptor_2(tmp_path, capfd):
         "Could not find cuda drivers on your machine, GPU will not be used.\na line people should see\n"
     )
     assert "a line people should see" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["../../etc", "a/b", "..", "", "-x", "x" * 64])
+def test_pipeline_name_cannot_escape_the_serving_folder(name):
+    from pipeline.config import PipelineConfig
+
+    with pytest.raises(ValueError, match="pipeline name"):
+        PipelineConfig(data_dir="d", pipeline_root="r", serving_dir="s", pipeline_name=name).validate()
+
+
+@pytest.mark.parametrize("name", ["30_1_2_20170116174525125.jpg\n.chip.jpg", "../30_1_2_x.jpg", "ü_1_2_x.jpg"])
+def test_odd_file_names_are_quarantined_as_data(name):
+    import json
+
+    from components.image_example_gen import ingest
+    from pipeline.labels import UTKFACE_PATTERN, compile_pattern
+
+    entry = ingest.check_file(f"/data/{name}", name, b"\xff\xd8", compile_pattern(UTKFACE_PATTERN))
+    assert isinstance(entry, ingest.QuarantineEntry) and entry.reason in {"name_mismatch", "hidden_file"}
+    line = entry.to_json()
+    assert "\n" not in line and json.loads(line)["path"] == f"/data/{name}"
