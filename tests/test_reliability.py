@@ -46,7 +46,7 @@ def _runner(*flags: str, cwd: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
     return subprocess.run(
         [sys.executable, os.path.join(REPO, "runner_local.py"), *flags],
-        capture_output=True, text=True, timeout=120, cwd=cwd, env=env,
+        capture_output=True, text=True, timeout=120, cwd=cwd, env=env, check=False,
     )
 
 
