@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from pipeline.config import BACKBONES, DEFAULT_BEAM_ARGS, PipelineConfig
+from pipeline import beam_profiles
+from pipeline.config import BACKBONES, DEFAULT_BEAM_ARGS, REPO_ROOT, PipelineConfig
+
+LOCAL_SETUP_FILE = str(REPO_ROOT / "setup.py")
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -14,8 +18,15 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see --help)\n")
 
 
-def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
-    """Adds the flags every runner accepts."""
+def add_pipeline_flags(parser: argparse.ArgumentParser, setup_file_default: str = LOCAL_SETUP_FILE) -> None:
+    """Adds the flags every runner accepts.
+
+    Args:
+      parser: the runner's parser.
+      setup_file_default: the setup.py the dataflow Beam profile ships to workers when
+        --setup-file is not given (a path where the Beam components run: this checkout locally,
+        the image's copy on Kubeflow).
+    """
     defaults = PipelineConfig(data_dir="", pipeline_root="", serving_dir="")
     parser.add_argument("--pipeline-name", default=defaults.pipeline_name, help="name in ML Metadata and serving")
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs of the head")
@@ -23,9 +34,46 @@ def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", default=defaults.backbone, choices=BACKBONES, help="frozen pretrained backbone")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument(
+        "--weights-file",
+        default=None,
+        metavar="PATH",
+        help="local Keras .h5 ImageNet weights for a keras.applications backbone (offline; default: the Keras "
+        "cache ~/.keras/models, downloaded when online)",
+    )
+    parser.add_argument(
+        "--no-class-weighting", action="store_true", help="plain BCE instead of per-label positive-class weighting"
+    )
+    parser.add_argument(
+        "--early-stopping-patience",
+        type=int,
+        default=defaults.early_stopping_patience,
+        help="epochs without a lower validation loss before training stops (0: off)",
+    )
+    parser.add_argument(
+        "--fine-tune-layers",
+        type=int,
+        default=defaults.fine_tune_layers,
+        help="after head training, fine-tune this many top backbone layers (default 0: off; much slower)",
+    )
+    parser.add_argument("--fine-tune-epochs", type=int, default=defaults.fine_tune_epochs)
+    parser.add_argument(
         "--filename-pattern",
         default=defaults.filename_pattern,
         help="regex with named groups age, gender, race (default: UTKFace names)",
+    )
+    parser.add_argument(
+        "--span",
+        default=None,
+        metavar="latest|N|A-B",
+        help="read a data folder of span-<N> folders: the latest span, span N, or spans A to B (default: "
+        "'latest' when a local data folder holds span-<N> folders, else the whole folder)",
+    )
+    parser.add_argument(
+        "--max-label-drift",
+        type=float,
+        default=defaults.max_label_drift,
+        help="stop the run when a label distribution (gender, race, age group) moves by more than this "
+        "(L-infinity, 0-1) from the previous span",
     )
     parser.add_argument(
         "--min-macro-auc",
@@ -39,21 +87,168 @@ def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
         default=defaults.max_auc_regression,
         help="allowed macro-AUC drop against the latest blessed model",
     )
+    parser.add_argument(
+        "--min-label-auc",
+        type=_float_or_none,
+        default=defaults.min_label_auc,
+        metavar="AUC|none",
+        help="bless only models whose every label reaches this AUC on the eval split",
+    )
+    parser.add_argument(
+        "--label-auc-floor",
+        action="append",
+        type=_label_floor,
+        default=None,
+        metavar="LABEL=AUC",
+        help="AUC floor for one label instead of --min-label-auc, repeatable, e.g. --label-auc-floor race_other=0.65",
+    )
+    parser.add_argument(
+        "--max-fairness-gap",
+        type=_float_or_none,
+        default=defaults.max_fairness_gap,
+        metavar="GAP|none",
+        help="largest allowed AUC gap of a label between two race groups or two genders (none: no fairness gate)",
+    )
+    parser.add_argument(
+        "--fairness-min-count",
+        type=int,
+        default=defaults.fairness_min_count,
+        metavar="N",
+        help="a group needs N positives and N negatives of a label for its fairness comparisons to be judged",
+    )
     parser.add_argument("--no-cache", action="store_true", help="rerun every component")
     parser.add_argument(
         "--beam-arg",
         action="append",
         default=None,
         metavar="ARG",
-        help="a Beam pipeline argument, repeatable, e.g. --beam-arg=--direct_running_mode=multi_processing "
-        "--beam-arg=--direct_num_workers=2 (default: none, i.e. in-memory DirectRunner)",
+        help="an extra Beam pipeline argument appended after the profile's, repeatable, "
+        "e.g. --beam-arg=--experiments=use_runner_v2",
+    )
+    beam = parser.add_argument_group("Beam runner profile (see README: Beam runners)")
+    beam.add_argument(
+        "--beam-profile",
+        default=beam_profiles.IN_MEMORY,
+        choices=beam_profiles.PROFILES,
+        help="where Beam-based components run (default: in-memory DirectRunner, no Beam arguments)",
+    )
+    beam.add_argument(
+        "--beam-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="multi-processing: worker processes (required); dataflow: max workers; flink: parallelism",
+    )
+    beam.add_argument("--gcp-project", default=None, help="dataflow: GCP project id")
+    beam.add_argument("--gcp-region", default=None, help="dataflow: region, e.g. us-central1")
+    beam.add_argument("--temp-location", default=None, metavar="GS_PATH", help="dataflow: gs:// temp folder")
+    beam.add_argument(
+        "--setup-file",
+        default=None,
+        help=f"dataflow: setup.py of this package, installed on each worker (default: {setup_file_default})",
+    )
+    beam.add_argument(
+        "--sdk-container-image",
+        default=None,
+        metavar="IMAGE",
+        help="dataflow: worker image that already contains this package (instead of --setup-file)",
+    )
+    beam.add_argument("--job-endpoint", default=None, metavar="HOST:PORT", help="flink/spark: Beam job server")
+    beam.add_argument(
+        "--beam-environment-type",
+        default=None,
+        choices=beam_profiles.ENVIRONMENT_TYPES,
+        help=f"flink/spark: SDK harness environment (default {beam_profiles.DEFAULT_ENVIRONMENT_TYPE} "
+        f"at {beam_profiles.DEFAULT_EXTERNAL_ENVIRONMENT}, a Beam worker-pool sidecar)",
+    )
+    beam.add_argument(
+        "--beam-environment-config",
+        default=None,
+        help="flink/spark: DOCKER: SDK image; EXTERNAL: worker pool HOST:PORT; PROCESS: JSON command",
+    )
+    parser.set_defaults(setup_file_default=setup_file_default)
+
+
+def _float_or_none(text: str) -> float | None:
+    """A number, or "none" for a gate that is off."""
+    if text.strip().lower() in ("none", "off"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+
+
+def _label_floor(text: str) -> tuple[str, float]:
+    """LABEL=AUC -> (label, floor); label names are checked by PipelineConfig.validate."""
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name.strip():
+            raise ValueError
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LABEL=AUC, e.g. race_other=0.65, got {text!r}") from None
+
+
+def beam_profile_from_args(args: argparse.Namespace) -> beam_profiles.BeamProfile:
+    """Builds the Beam runner profile from parsed flags (validated by beam_profiles.beam_args).
+
+    Args:
+      args: flags added by add_pipeline_flags.
+
+    Returns:
+      The profile; the dataflow profile gets the runner's default setup.py unless
+      --setup-file or --sdk-container-image is given.
+    """
+    setup_file = args.setup_file
+    if setup_file is None and args.beam_profile == beam_profiles.DATAFLOW and not args.sdk_container_image:
+        setup_file = args.setup_file_default
+    return beam_profiles.BeamProfile(
+        name=args.beam_profile,
+        workers=args.beam_workers,
+        gcp_project=args.gcp_project,
+        gcp_region=args.gcp_region,
+        temp_location=args.temp_location,
+        setup_file=setup_file,
+        sdk_container_image=args.sdk_container_image,
+        job_endpoint=args.job_endpoint,
+        environment_type=args.beam_environment_type,
+        environment_config=args.beam_environment_config,
+        extra_args=tuple(args.beam_arg or ()),
     )
 
 
+def _spans_from_args(args: argparse.Namespace, data_dir: str) -> str | None:
+    """--span as given (checked against a local folder); without it, "latest" for a local span layout."""
+    from components.image_example_gen import spans  # noqa: PLC0415
+
+    if args.span is None:
+        return spans.LATEST if spans.has_span_layout(data_dir) else None
+    selection = spans.parse_span_selection(args.span)
+    if "://" not in data_dir and data_dir:
+        found = spans.find_spans(data_dir)
+        if not found:
+            raise ValueError(f"--span {args.span} given, but {data_dir} holds no span-<N> folders")
+        if not selection.is_latest and not any(selection.first <= n <= selection.last for n in found):
+            raise ValueError(f"--span {args.span}: no such span in {data_dir} (spans: {', '.join(map(str, found))})")
+    return args.span
+
+
 def config_from_args(
-    args: argparse.Namespace, data_dir: str, pipeline_root: str, serving_dir: str, metadata_path: str | None
+    args: argparse.Namespace,
+    data_dir: str,
+    pipeline_root: str,
+    serving_dir: str,
+    metadata_path: str | None,
+    **overrides: Any,
 ) -> PipelineConfig:
     """Builds and validates the PipelineConfig from parsed flags and runner-chosen paths.
+
+    Args:
+      args: flags added by add_pipeline_flags.
+      data_dir / pipeline_root / serving_dir / metadata_path: chosen by the runner.
+      overrides: other PipelineConfig fields a runner decides (e.g. the Kubeflow runner's
+        baseline_strategy and the schema path inside its image).
 
     Raises:
       ValueError: a setting is invalid (the message names it).
@@ -65,14 +260,26 @@ def config_from_args(
         metadata_path=metadata_path,
         pipeline_name=args.pipeline_name,
         filename_pattern=args.filename_pattern,
+        spans=_spans_from_args(args, data_dir),
+        max_label_drift=args.max_label_drift,
         backbone=args.backbone,
         image_size=args.image_size,
         epochs=args.epochs,
         batch_size=args.batch_size,
+        weights_file=args.weights_file,
+        class_weighting=not args.no_class_weighting,
+        early_stopping_patience=args.early_stopping_patience,
+        fine_tune_layers=args.fine_tune_layers,
+        fine_tune_epochs=args.fine_tune_epochs,
         min_macro_auc=args.min_macro_auc,
         max_auc_regression=args.max_auc_regression,
+        min_label_auc=args.min_label_auc,
+        label_auc_floors=tuple(args.label_auc_floor or ()),
+        max_fairness_gap=args.max_fairness_gap,
+        fairness_min_count=args.fairness_min_count,
         enable_cache=not args.no_cache,
-        beam_pipeline_args=tuple(args.beam_arg) if args.beam_arg else DEFAULT_BEAM_ARGS,
+        beam_pipeline_args=beam_profiles.beam_args(beam_profile_from_args(args)) or DEFAULT_BEAM_ARGS,
+        **overrides,
     )
     config.validate()
     return config

@@ -63,6 +63,11 @@ class PipelineConfig:
       fine_tune_epochs: epochs of that fine-tuning phase.
       min_macro_auc: the Evaluator blesses only above this macro-average AUC.
       max_auc_regression: allowed macro-AUC drop against the latest blessed model.
+      min_label_auc: AUC floor of every label on the eval split (None: none), see components.evaluation.
+      label_auc_floors: (label name, floor) pairs overriding min_label_auc for single labels.
+      max_fairness_gap: largest allowed AUC gap of a label between two race groups or two genders
+        (None: no fairness gate).
+      fairness_min_count: positives and negatives a group needs for its fairness comparisons to count.
       enable_cache: reuse outputs of components whose inputs did not change.
       beam_pipeline_args: arguments for every Beam-based component.
       baseline_strategy: one of BASELINE_STRATEGIES (see there).
@@ -93,6 +98,10 @@ class PipelineConfig:
     fine_tune_epochs: int = 3
     min_macro_auc: float = 0.7
     max_auc_regression: float = 0.02
+    min_label_auc: float | None = 0.6
+    label_auc_floors: tuple[tuple[str, float], ...] = ()
+    max_fairness_gap: float | None = 0.15
+    fairness_min_count: int = 20
     enable_cache: bool = True
     beam_pipeline_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
     baseline_strategy: str = "latest_blessed_other"
@@ -128,6 +137,17 @@ class PipelineConfig:
             raise ValueError(f"min macro AUC must be within 0-1, got {self.min_macro_auc}")
         if self.max_auc_regression < 0:
             raise ValueError(f"max AUC regression must be >= 0, got {self.max_auc_regression}")
+        if self.min_label_auc is not None and not 0.0 <= self.min_label_auc <= 1.0:
+            raise ValueError(f"min label AUC must be within 0-1, got {self.min_label_auc}")
+        for name, floor in self.label_auc_floors:
+            if name not in labels.LABEL_NAMES:
+                raise ValueError(f"AUC floor for unknown label {name!r}; labels are {', '.join(labels.LABEL_NAMES)}")
+            if not 0.0 <= floor <= 1.0:
+                raise ValueError(f"AUC floor of {name} must be within 0-1, got {floor}")
+        if self.max_fairness_gap is not None and not 0.0 <= self.max_fairness_gap <= 1.0:
+            raise ValueError(f"max fairness gap must be within 0-1, got {self.max_fairness_gap}")
+        if self.fairness_min_count < 1:
+            raise ValueError(f"fairness min count must be >= 1, got {self.fairness_min_count}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be within [0, 1), got {self.dropout}")
         if self.weights_file and self.backbone == BACKBONES[0]:

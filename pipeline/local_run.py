@@ -199,10 +199,28 @@ def _run_locked(config: PipelineConfig, out: TextIO, run_id: str) -> dict[str, A
     summary = summarize(store, run_id)
     summary["error"] = error
     summary["log_file"] = log_file
+    summary.update(_write_report(store, run_id, config.pipeline_root, log_file))
     summary["seconds"] = round(time.monotonic() - started, 1)
     with open(os.path.join(config.pipeline_root, SUMMARY_FILE), "w") as f:
         json.dump(summary, f, indent=2, sort_keys=True)
     return summary
+
+
+def _write_report(
+    store: metadata_store.MetadataStore, run_id: str, pipeline_root: str, log_file: str
+) -> dict[str, Any]:
+    """Writes the run's HTML/JSON report and model card; returns {"report": html path, "report_error": ...}."""
+    import traceback  # noqa: PLC0415
+
+    from components.report import build  # noqa: PLC0415
+
+    try:
+        paths = build.write_report(build.build_report(store, run_id), build.report_dir(pipeline_root, run_id))
+    except Exception as e:  # noqa: BLE001  (a report failure is shown, but must not hide the run's own result)
+        with open(log_file, "a") as f:
+            f.write(f"report for run {run_id} failed:\n{traceback.format_exc()}")
+        return {"report": None, "report_error": f"{type(e).__name__}: {e}"}
+    return {"report": paths["html"], "report_error": None}
 
 
 def format_summary(summary: dict[str, Any], config: PipelineConfig) -> str:
@@ -236,9 +254,18 @@ def format_summary(summary: dict[str, Any], config: PipelineConfig) -> str:
             )
         else:
             lines.append("  blessed: NO: " + "; ".join(summary["blessing_reasons"] or ["see the Evaluator output"]))
+    if summary.get("gates"):
+        lines.append("  gates:")
+        for gate in summary["gates"]:
+            mark = {True: "pass", False: "FAIL", None: "n/a"}[gate["passed"]]
+            lines.append(f"    {mark:<4} {gate['name']}: {gate['summary']}")
     lines.append(f"  pushed model: {summary['pushed_model'] or 'none'}")
     if summary.get("error"):
         lines.append(f"  RUN FAILED: {summary['error']}")
+    if summary.get("report"):
+        lines.append(f"  report: {summary['report']}")
+    if summary.get("report_error"):
+        lines.append(f"  REPORT FAILED: {summary['report_error']} (details in the log)")
     lines.append(f"  log: {summary['log_file']}")
     lines.append(f"  summary: {os.path.join(config.pipeline_root, SUMMARY_FILE)}")
     return "\n".join(lines)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
+import tensorflow_data_validation as tfdv
 from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
@@ -12,9 +14,12 @@ from components import baseline, evaluation
 from components import pusher as atomic_pusher
 from components.anomaly_gate import AnomalyGate
 from components.baseline import LatestBlessedOtherModelStrategy
+from components.drift import LabelDriftCheck
+from components.evaluation_gate import EvaluationGate
 from components.image_example_gen.component import ImageExampleGen
 from components.image_example_gen.ingest import DEFAULT_MAX_IMAGE_PIXELS
 from components.trainer.run import TrainerConfig
+from pipeline import labels, runtime_params
 from pipeline.config import PipelineConfig, code_fingerprint
 
 TRANSFORM_FN = "components.transform.preprocessing_fn"
@@ -26,10 +31,12 @@ STATISTICS_GEN = "StatisticsGen"
 SCHEMA_GEN = "ImportSchemaGen"
 EXAMPLE_VALIDATOR = "ExampleValidator"
 ANOMALY_GATE = "AnomalyGate"
+LABEL_DRIFT = "LabelDriftCheck"
 TRANSFORM = "Transform"
 TRAINER = "Trainer"
 BASELINE_RESOLVER = "latest_blessed_model_resolver"
 EVALUATOR = "Evaluator"
+EVALUATION_GATE = "EvaluationGate"
 PUSHER = "Pusher"
 
 
@@ -38,7 +45,7 @@ def serving_base(config: PipelineConfig) -> str:
     return os.path.join(config.serving_dir, config.pipeline_name)
 
 
-def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) -> tfx.dsl.Pipeline:
     """Builds the face-attribute pipeline.
 
     ImageExampleGen -> StatisticsGen -> ExampleValidator (vs the curated schema) ->
@@ -47,6 +54,8 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
 
     Args:
       config: the run's settings.
+      runtime_parameters: turn the values a scheduled run may change (data root, spans, trainer
+        and evaluator settings; see pipeline.runtime_params) into runtime parameters (Kubeflow).
 
     Returns:
       The TFX pipeline.
@@ -57,6 +66,7 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         filename_pattern=config.filename_pattern,
         code_version=code_fingerprint("components.image_example_gen", "pipeline.labels"),
         max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
+        spans=config.spans,
         output_config=example_gen_pb2.Output(
             split_config=example_gen_pb2.SplitConfig(
                 splits=[
@@ -68,12 +78,24 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         ),
     ).with_id(EXAMPLE_GEN)
 
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"]).with_id(STATISTICS_GEN)
+    # Semantic-domain statistics recognise image_raw as images (formats); the schema's image_domain checks them.
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"], stats_options=tfdv.StatsOptions(enable_semantic_domain_stats=True)
+    ).with_id(STATISTICS_GEN)
     schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path).with_id(SCHEMA_GEN)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     ).with_id(EXAMPLE_VALIDATOR)
-    anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"]).with_id(ANOMALY_GATE)
+    label_drift = LabelDriftCheck(
+        examples=example_gen.outputs["examples"],
+        max_label_drift=config.max_label_drift,
+        code_version=code_fingerprint("components.drift", "components.image_example_gen", "pipeline.labels"),
+    ).with_id(LABEL_DRIFT)
+    anomaly_gate = AnomalyGate(
+        anomalies=example_validator.outputs["anomalies"],
+        drift=label_drift.outputs["report"],
+        code_version=code_fingerprint("components.anomaly_gate", "components.drift"),
+    ).with_id(ANOMALY_GATE)
 
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
@@ -93,6 +115,11 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         learning_rate=config.learning_rate,
         hidden_units=config.hidden_units,
         dropout=config.dropout,
+        weights_file=config.weights_file,
+        class_weighting=config.class_weighting,
+        early_stopping_patience=config.early_stopping_patience,
+        fine_tune_layers=config.fine_tune_layers,
+        fine_tune_epochs=config.fine_tune_epochs,
         code_version=code_fingerprint("components.trainer", "pipeline.labels"),
     )
     trainer = tfx.components.Trainer(
@@ -102,33 +129,64 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         custom_config=dataclasses.asdict(trainer_config),
     ).with_id(TRAINER)
 
-    baseline_resolver = tfx.dsl.Resolver(
-        strategy_class=LatestBlessedOtherModelStrategy,
-        **{
-            baseline.CANDIDATE_KEY: trainer.outputs["model"],
-            baseline.MODEL_KEY: tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-            baseline.BLESSING_KEY: tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-        },
-    ).with_id(BASELINE_RESOLVER)
+    baseline_inputs = {
+        baseline.MODEL_KEY: tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        # Only EvaluationGate's blessings, which reflect every gate (the Evaluator's cover TFMA's alone).
+        baseline.BLESSING_KEY: tfx.dsl.Channel(
+            type=tfx.types.standard_artifacts.ModelBlessing,
+            producer_component_id=EVALUATION_GATE,
+            output_key="blessing",
+        ),
+    }
+    if config.baseline_strategy == "latest_blessed_other":
+        baseline_resolver = tfx.dsl.Resolver(
+            strategy_class=LatestBlessedOtherModelStrategy,
+            **{baseline.CANDIDATE_KEY: trainer.outputs["model"]},
+            **baseline_inputs,
+        ).with_id(BASELINE_RESOLVER)
+    else:
+        # TFX's own strategy, the only blessed-model one KubeflowV2 compiles; it takes exactly the
+        # model and blessing channels (no candidate), so it may return the candidate itself.
+        baseline_resolver = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy, **baseline_inputs
+        ).with_id(BASELINE_RESOLVER)
 
     evaluator = tfx.components.Evaluator(
         examples=transform.outputs["transformed_examples"],
         model=trainer.outputs["model"],
         baseline_model=baseline_resolver.outputs[baseline.MODEL_KEY],
         eval_config=evaluation.build_eval_config(
-            min_macro_auc=config.min_macro_auc, max_auc_regression=config.max_auc_regression
+            gates=evaluation.GateSettings(
+                min_macro_auc=config.min_macro_auc,
+                max_auc_regression=config.max_auc_regression,
+                min_label_auc=config.min_label_auc,
+                label_auc_floors=config.label_auc_floors,
+                max_fairness_gap=config.max_fairness_gap,
+                fairness_min_count=config.fairness_min_count,
+            )
         ),
     ).with_id(EVALUATOR)
+    # Judges every gate against the thresholds the Evaluator ran with; its blessing decides the push.
+    evaluation_gate = EvaluationGate(
+        evaluation_result=evaluator.outputs["evaluation"],
+        model=trainer.outputs["model"],
+        label_names=json.dumps(list(labels.LABEL_NAMES)),
+        fairness_min_count=config.fairness_min_count,
+        code_version=code_fingerprint("components.evaluation", "components.evaluation_gate"),
+    ).with_id(EVALUATION_GATE)
 
     pusher = atomic_pusher.AtomicPusher(
         model=trainer.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],
+        model_blessing=evaluation_gate.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_base(config))
         ),
         # Atomic (staging folder + rename) and idempotent publishing; see components/pusher.py.
         custom_config={"code_version": code_fingerprint("components.pusher")},
     ).with_id(PUSHER)
+
+    if runtime_parameters:
+        runtime_params.expose_runtime_parameters(example_gen=example_gen, trainer=trainer, evaluator=evaluator)
 
     metadata = (
         tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
@@ -143,11 +201,13 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
             statistics_gen,
             schema_gen,
             example_validator,
+            label_drift,
             anomaly_gate,
             transform,
             trainer,
             baseline_resolver,
             evaluator,
+            evaluation_gate,
             pusher,
         ],
         enable_cache=config.enable_cache,

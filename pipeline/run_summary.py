@@ -12,6 +12,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components import evaluation
+from components.drift import read_report as read_drift_report
 from components.image_example_gen.ingest import read_quarantine
 from pipeline import labels
 from pipeline import pipeline as pipeline_def
@@ -97,11 +98,13 @@ def _overall_metrics(evaluation_uri: str) -> tuple[float | None, dict[str, float
 
     macro, per_label = None, {}
     for slice_metrics in tfma.load_metrics(evaluation_uri):
-        if slice_metrics.slice_key.single_slice_keys:
+        # The overall slice only: not a single slice, nor a cross-slice comparison (fairness gaps).
+        if slice_metrics.slice_key.single_slice_keys or slice_metrics.HasField("cross_slice_key"):
             continue
         for key_and_value in slice_metrics.metric_keys_and_values:
             key, value = key_and_value.key, key_and_value.value
-            if key.is_diff or not value.HasField("double_value"):
+            # The candidate's values only: not the baseline model's, nor their differences.
+            if key.is_diff or key.model_name == evaluation.BASELINE or not value.HasField("double_value"):
                 continue
             if key.name == evaluation.MACRO_AUC:
                 macro = value.double_value.value
@@ -157,7 +160,9 @@ def summarize(store: metadata_store.MetadataStore, run_id: str) -> dict[str, Any
     Returns:
       A JSON-able dict: run_id, components (node id -> state), ingested, ingested_by_split,
       quarantined, quarantined_by_reason, blessed, blessing_reasons, baseline_model, pushed_model,
-      macro_auc, per_label_auc.
+      macro_auc, per_label_auc; files_found (ingested + quarantined), spans (first/last span read) and
+      drift (the LabelDriftCheck report: status ok/drift/skipped, distances, message); gates (one dict
+      per EvaluationGate gate: name, title, passed, value, threshold, summary), whose verdict ``blessed`` is.
     """
     runs = component_runs(store, run_id)
     summary: dict[str, Any] = {
@@ -173,11 +178,21 @@ def summarize(store: metadata_store.MetadataStore, run_id: str) -> dict[str, Any
         "pushed_model": None,
         "macro_auc": None,
         "per_label_auc": {},
+        "files_found": None,
+        "spans": None,
+        "drift": None,
+        "gates": [],
     }
     if (gen := runs.get(pipeline_def.EXAMPLE_GEN)) and gen.outputs.get("examples"):
         entries = read_quarantine(gen.outputs["examples"][0].uri)
         summary["quarantined"] = len(entries)
         summary["quarantined_by_reason"] = dict(collections.Counter(e["reason"] for e in entries))
+        examples = gen.outputs["examples"][0]
+        summary["files_found"] = _prop(examples, "files_found")
+        if _prop(examples, "first_span") is not None:
+            summary["spans"] = [_prop(examples, "first_span"), _prop(examples, "last_span")]
+    if (drift := runs.get(pipeline_def.LABEL_DRIFT)) and drift.outputs.get("report"):
+        summary["drift"] = read_drift_report(drift.outputs["report"][0].uri)
     if (stats := runs.get(pipeline_def.STATISTICS_GEN)) and stats.outputs.get("statistics"):
         counts = _count_examples(stats.outputs["statistics"][0].uri)
         summary["ingested_by_split"] = counts
@@ -192,6 +207,15 @@ def summarize(store: metadata_store.MetadataStore, run_id: str) -> dict[str, Any
         summary["blessing_reasons"] = _validation_reasons(uri)
         baselines = ev.inputs.get("baseline_model", [])
         summary["baseline_model"] = baselines[0].uri if baselines else None
+    # The push decision is EvaluationGate's (every gate); the Evaluator's blessing covers TFMA's thresholds only.
+    if (gate := runs.get(pipeline_def.EVALUATION_GATE)) and gate.outputs.get("blessing"):
+        record = evaluation.read_gates(gate.outputs["blessing"][0].uri)
+        if record is not None:
+            keys = ("name", "title", "passed", "value", "threshold", "summary")
+            summary["gates"] = [{k: g[k] for k in keys} for g in record["gates"]]
+            summary["blessed"] = bool(record["blessed"])
+            failed = [g for g in record["gates"] if g["passed"] is False]
+            summary["blessing_reasons"] = [f"{g['name']}: {g['summary']}" for g in failed]
     if (push := runs.get(pipeline_def.PUSHER)) and push.outputs.get("pushed_model"):
         pushed = push.outputs["pushed_model"][0]
         if _prop(pushed, "pushed") == 1:

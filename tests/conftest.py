@@ -1,6 +1,57 @@
-"""Test setup: Keras 2 (tf_keras) everywhere, set before TensorFlow is first imported."""
+"""Test setup: Keras 2 (tf_keras) everywhere, set before TensorFlow is first imported.
+
+Also the tiny end-to-end pipeline run that several e2e test modules share (the pipeline,
+the report built from its real Evaluator output, batch prediction with its pushed model).
+"""
 
 import os
 
+import pytest
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+E2E_NUM_IMAGES = 50
+
+
+@pytest.fixture(scope="session")
+def e2e_runs(tmp_path_factory):
+    """Runs the real pipeline twice on 50 generated images (the second run is fully cached).
+
+    Returns:
+      (config, generation report, first summary, second summary, ML Metadata store).
+    """
+    import io
+
+    from ml_metadata.metadata_store import metadata_store
+    from tfx import v1 as tfx
+
+    from pipeline import synthetic_data
+    from pipeline.config import PipelineConfig
+    from pipeline.local_run import run_local
+
+    root = tmp_path_factory.mktemp("e2e")
+    data_dir = root / "data"
+    report = synthetic_data.generate(
+        data_dir, synthetic_data.SyntheticSpec(num_images=E2E_NUM_IMAGES, seed=7, balanced=True)
+    )
+    config = PipelineConfig(
+        data_dir=str(data_dir),
+        pipeline_root=str(root / "pipeline_root"),
+        serving_dir=str(root / "serving"),
+        metadata_path=str(root / "pipeline_root" / "metadata.sqlite"),
+        pipeline_name="facepipe-e2e",
+        train_buckets=1,  # 50/50 so that every label has positives and negatives in eval
+        eval_buckets=1,
+        image_size=64,
+        epochs=3,
+        # Tiny random-ish data: the floors themselves are tested in test_evaluation.py.
+        min_macro_auc=0.0,
+        min_label_auc=None,
+    )
+    first = run_local(config, out=io.StringIO())
+    second = run_local(config, out=io.StringIO())
+    store = metadata_store.MetadataStore(
+        tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
+    )
+    return config, report, first, second, store

@@ -11,15 +11,13 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-from tfx import v1 as tfx
 
 from pipeline import labels, synthetic_data
 from pipeline import pipeline as pipeline_def
-from pipeline.config import PipelineConfig
-from pipeline.local_run import SUMMARY_FILE, run_local
+from pipeline.local_run import SUMMARY_FILE
 from pipeline.run_summary import component_runs
+from tests.conftest import E2E_NUM_IMAGES
 
 pytestmark = pytest.mark.e2e
 
@@ -34,34 +32,13 @@ COMPONENTS = {
     pipeline_def.EVALUATOR,
     pipeline_def.PUSHER,
 }
-NUM_IMAGES = 50
+NUM_IMAGES = E2E_NUM_IMAGES
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    data_dir = root / "data"
-    report = synthetic_data.generate(
-        data_dir, synthetic_data.SyntheticSpec(num_images=NUM_IMAGES, seed=7, balanced=True)
-    )
-    config = PipelineConfig(
-        data_dir=str(data_dir),
-        pipeline_root=str(root / "pipeline_root"),
-        serving_dir=str(root / "serving"),
-        metadata_path=str(root / "pipeline_root" / "metadata.sqlite"),
-        pipeline_name="facepipe-e2e",
-        train_buckets=1,  # 50/50 so that every label has positives and negatives in eval
-        eval_buckets=1,
-        image_size=64,
-        epochs=3,
-        min_macro_auc=0.0,  # tiny random-ish data: the gate itself is tested elsewhere
-    )
-    first = run_local(config, out=io.StringIO())
-    second = run_local(config, out=io.StringIO())
-    store = metadata_store.MetadataStore(
-        tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
-    )
-    return config, report, first, second, store
+def runs(e2e_runs):
+    # The run itself lives in conftest.py: the report and prediction tests use the same one.
+    return e2e_runs
 
 
 def test_first_run_ran_every_component_once(runs):

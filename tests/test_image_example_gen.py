@@ -53,7 +53,7 @@ def test_check_file_normalizes_to_rgb(mode, fmt):
         ("39_1_20170116174525125.jpg.chip.jpg", b"jpeg", "name_mismatch"),
         ("130_1_2_20170116174525125.jpg.chip.jpg", b"jpeg", "age_out_of_range"),
         (_name(30, 1, 2, 1), b"", "empty_file"),
-        (_name(30, 1, 2, 1), b"this is not an image at all", "undecodable_image"),
+        (_name(30, 1, 2, 1), b"this is not an image at all", "not_an_image"),
         (_name(30, 1, 2, 1), _image_bytes(0)[:200], "undecodable_image"),  # truncated
         (".DS_Store", b"x", "hidden_file"),
     ],
@@ -128,7 +128,7 @@ def test_executor_ingests_or_quarantines_every_file(tmp_path):
 
     entries = ingest.read_quarantine(examples.uri)
     assert sorted(os.path.basename(e["path"]) for e in entries) == sorted(bad)
-    assert {e["reason"] for e in entries} == {"name_mismatch", "empty_file", "undecodable_image", "hidden_file"}
+    assert {e["reason"] for e in entries} == {"name_mismatch", "empty_file", "not_an_image", "hidden_file"}
     with open(os.path.join(examples.uri, ingest.QUARANTINE_FILE)) as f:
         assert all(set(json.loads(line)) == {"path", "reason", "message"} for line in f)
     assert examples.get_int_custom_property("quarantined") == len(bad)

@@ -136,3 +136,238 @@ def test_export_signatures(parts, tmp_path):
 def test_unknown_backbone_is_refused():
     with pytest.raises(ValueError, match="unknown backbone"):
         backbones.build_backbone("alexnet", 64)
+
+
+# --- embedding cache vs the uncached path, loss, early stopping, spilling, fine-tuning, run wiring ---------
+
+
+def _decoded(ds):
+    from components.trainer.data import decode_images
+
+    images, ys = [], []
+    for batch in ds:
+        images.append(decode_images(batch[labels.IMAGE_KEY], IMAGE_SIZE).numpy())
+        ys.append(batch[labels.LABELS_KEY].numpy())
+    return np.concatenate(images), np.concatenate(ys)
+
+
+def test_cache_gives_the_same_head_training_as_the_uncached_path(parts, dataset):
+    """Head on cached embeddings == full model on images (backbone every step), same init and order."""
+    import tf_keras
+
+    _, extractor, _ = parts
+    ds, y = dataset
+    head_cached = model.build_head(extractor.output_shape[-1], N_LABELS, hidden_units=8, dropout=0.0)
+    head_plain = model.build_head(extractor.output_shape[-1], N_LABELS, hidden_units=8, dropout=0.0)
+    head_plain.set_weights(head_cached.get_weights())
+    initial = _weights(head_cached)
+    params = train.TrainParams(epochs=3, batch_size=5, learning_rate=1e-2, seed=3, early_stopping_patience=0)
+
+    cached_history = train.train_head(head_cached, train.embed(extractor, ds, IMAGE_SIZE), None, params)
+
+    images, labels_ = _decoded(ds)
+    full = model.build_model(extractor, head_plain)
+    train.compile_for_training(full, params.learning_rate, train.positive_weights(labels_), labels.LABEL_NAMES)
+    order = train.batch_indices(len(y), params.batch_size, params.epochs, params.seed)
+    plain_history = full.fit(
+        order.map(lambda i: (tf.gather(images, i), tf.gather(labels_, i))),
+        epochs=params.epochs,
+        steps_per_epoch=int(np.ceil(len(y) / params.batch_size)),
+        verbose=0,
+    )
+    assert isinstance(full.loss, train.WeightedBinaryCrossentropy)
+    assert isinstance(full.optimizer, tf_keras.optimizers.Adam)
+    np.testing.assert_allclose(cached_history.history["loss"], plain_history.history["loss"], rtol=1e-4)
+    for a, b, w0 in zip(_weights(head_cached), _weights(head_plain), initial, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+        assert not np.allclose(a, w0)  # both actually trained
+
+
+def test_batch_indices_are_seeded_permutations_per_epoch():
+    def epochs_of(seed):
+        batches = [b.numpy() for b in train.batch_indices(10, 4, 3, seed)]
+        assert [len(b) for b in batches] == [4, 4, 2] * 3  # no batch crosses an epoch
+        return [np.concatenate(batches[i : i + 3]) for i in (0, 3, 6)]
+
+    first = epochs_of(1)
+    assert all(sorted(e) == list(range(10)) for e in first)
+    assert not np.array_equal(first[0], first[1])
+    np.testing.assert_array_equal(np.stack(first), np.stack(epochs_of(1)))
+    assert not np.array_equal(np.stack(first), np.stack(epochs_of(2)))
+
+
+def test_positive_weights_balance_each_label():
+    y = np.array([[1, 0, 1, 0], [0, 0, 1, 0], [0, 0, 1, 1], [0, 0, 1, 1]], np.float32)
+    # label 0: 1 pos / 3 neg -> 3; label 1: no positives -> 1; label 2: all positive -> 1; label 3: 2/2 -> 1
+    np.testing.assert_allclose(train.positive_weights(y), [3.0, 1.0, 1.0, 1.0])
+    many = np.zeros((100, 2), np.float32)
+    many[:1, 0] = 1  # 1 positive in 100 -> 99, clipped
+    many[:99, 1] = 1  # 99 positives in 100 -> 1/99, clipped
+    np.testing.assert_allclose(train.positive_weights(many, max_weight=20.0), [20.0, 1 / 20.0], rtol=1e-6)
+
+
+def test_weighted_bce_matches_keras_bce_and_weights_positives():
+    import tf_keras
+
+    y = tf.constant([[1.0, 0.0], [0.0, 1.0]])
+    p = tf.constant([[0.8, 0.3], [0.4, 0.9]])
+    plain = train.WeightedBinaryCrossentropy([1.0, 1.0])(y, p).numpy()
+    np.testing.assert_allclose(plain, tf_keras.losses.BinaryCrossentropy()(y, p).numpy(), rtol=1e-5)
+    weighted = train.WeightedBinaryCrossentropy([3.0, 0.5])(y, p).numpy()
+    by_hand = np.mean([-(3 * np.log(0.8) + np.log(0.7)) / 2, -(np.log(0.6) + 0.5 * np.log(0.9)) / 2])
+    np.testing.assert_allclose(weighted, by_hand, rtol=1e-5)
+
+
+def _random_embedded(n, dim=16, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    y = (x[:, :N_LABELS] > 0).astype(np.float32)  # learnable labels
+    return train.Embedded(x, y, np.array([f"f{i}.jpg" for i in range(n)]))
+
+
+def test_early_stopping_on_validation_loss_restores_the_best_weights():
+    data = _random_embedded(64)
+    # The validation labels are the training labels flipped: fitting the training set makes the
+    # validation loss rise from the first epoch on.
+    flipped = train.Embedded(data.embeddings, 1.0 - data.labels, data.filenames)
+    head = model.build_head(16, N_LABELS, hidden_units=8, dropout=0.0)
+    params = train.TrainParams(
+        epochs=20, batch_size=16, learning_rate=3e-2, class_weighting=False, early_stopping_patience=2
+    )
+    history = train.train_head(head, data, flipped, params)
+    val_losses = history.history["val_loss"]
+    assert len(val_losses) < params.epochs  # stopped early
+    best = int(np.argmin(val_losses))
+    assert len(val_losses) == best + 1 + params.early_stopping_patience
+    restored = head.evaluate(flipped.embeddings, flipped.labels, verbose=0, return_dict=True)["loss"]
+    np.testing.assert_allclose(restored, val_losses[best], rtol=1e-4)
+
+
+def test_embeddings_spill_to_a_memory_mapped_file(parts, dataset, tmp_path):
+    _, extractor, _ = parts
+    ds, y = dataset
+    in_memory = train.embed(extractor, ds, IMAGE_SIZE)
+    spilled = train.embed(extractor, ds, IMAGE_SIZE, memory_limit_bytes=1000, spill_dir=str(tmp_path))
+    assert spilled.spilled and not in_memory.spilled
+    assert list(tmp_path.iterdir()) == []  # unlinked: nothing left behind
+    np.testing.assert_allclose(np.asarray(spilled.embeddings), in_memory.embeddings, atol=1e-6)
+    mask = np.arange(len(y)) % 3 == 0
+    subset = spilled.take(mask)
+    assert subset.embeddings is spilled.embeddings  # a view by row index, not an in-memory copy
+    np.testing.assert_allclose(subset.vectors(), in_memory.embeddings[mask], atol=1e-6)
+    head = model.build_head(extractor.output_shape[-1], N_LABELS, hidden_units=8, dropout=0.0)
+    history = train.train_head(head, spilled.take(~mask), subset, train.TrainParams(epochs=2, batch_size=8))
+    assert len(history.history["val_loss"]) == 2
+
+
+def test_fine_tuning_changes_only_the_unfrozen_top_layers(dataset):
+    backbone = model.freeze(backbones.build_backbone("mobilenet_v2", 32, weights=None))
+    extractor = model.build_feature_extractor(backbone)
+    full = model.build_model(extractor, model.build_head(extractor.output_shape[-1], N_LABELS, 8, 0.0))
+    before = {la.name: [w.copy() for w in la.get_weights()] for la in backbone.layers if la.weights}
+    names = backbones.unfreeze_top(backbone, 2)
+    ds, _ = dataset
+    images = train.image_batches(ds, 32, 8, held_out=False, validation_buckets=1000)
+    history = train.fine_tune(full, images, None, np.ones(N_LABELS, np.float32), 1e-2, 0, 1, patience=0)
+    assert len(history.history["loss"]) == 1
+    for layer in backbone.layers:
+        if not layer.weights:
+            continue
+        same = all(np.array_equal(a, b) for a, b in zip(before[layer.name], layer.get_weights(), strict=True))
+        assert same == (layer.name not in names), layer.name
+
+
+def test_image_batches_split_like_validation_mask(dataset):
+    ds, _ = dataset
+    names = np.array([f"img_{i}.jpg" for i in range(24)])
+    held = train.validation_mask(names, 3)
+    assert 0 < held.sum() < len(names)
+    counts = [sum(len(y) for _, y in train.image_batches(ds, 32, 5, flag, 3)) for flag in (True, False)]
+    assert counts == [held.sum(), (~held).sum()]
+
+
+def _write_transformed(path, n, rng):
+    options = tf.io.TFRecordOptions(compression_type="GZIP")
+    with tf.io.TFRecordWriter(str(path), options) as writer:
+        for i in range(n):
+            label = (rng.random(N_LABELS) < 0.5).astype(np.float32)
+            feature = {
+                labels.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[_jpeg(rng)])),
+                labels.LABELS_KEY: tf.train.Feature(float_list=tf.train.FloatList(value=label)),
+                labels.FILENAME_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[f"{i}_x.jpg".encode()])),
+            }
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+
+
+@pytest.mark.slow
+def test_train_and_export_with_fine_tuning(tmp_path):
+    """run_fn's typed core on Transform-like files: cache, head, fine-tuning, export, TensorBoard logs."""
+    from components.trainer import run
+
+    _write_transformed(tmp_path / "part-0.gz", 40, np.random.default_rng(5))
+    spec = {
+        labels.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
+        labels.LABELS_KEY: tf.io.FixedLenFeature([N_LABELS], tf.float32),
+        labels.FILENAME_KEY: tf.io.FixedLenFeature([], tf.string),
+    }
+    config = run.TrainerConfig(
+        image_size=32, epochs=2, batch_size=8, hidden_units=8, fine_tune_layers=2, fine_tune_epochs=1
+    )
+    result = run.train_and_export(
+        config, str(tmp_path / "part-*.gz"), spec, str(tmp_path / "serving"), str(tmp_path / "run")
+    )
+    assert result.train_examples + result.validation_examples == 40 and result.validation_examples > 0
+    assert result.embedding_dim == 1280 and result.head_epochs == 2 and not result.embeddings_spilled
+    assert result.fine_tuned_layers == ("block15_project_conv", "head_conv")  # BatchNorm stays frozen
+    assert result.fine_tune_epochs == 1
+    assert set(result.seconds) == {"embed", "head", "fine_tune", "export"}
+    assert any(name.startswith("events.out") for _, _, files in os.walk(tmp_path / "run") for name in files)
+    loaded = tf.saved_model.load(str(tmp_path / "serving"))
+    assert [n.decode() for n in loaded.label_names.numpy()] == list(labels.LABEL_NAMES)
+    out = loaded.signatures[export.IMAGES_SIGNATURE](image_bytes=tf.constant([_jpeg(np.random.default_rng(9))]))
+    assert set(labels.LABEL_NAMES) <= set(out)
+
+
+def test_trainer_flags_reach_the_trainer_config(tmp_path):
+    import argparse
+
+    from pipeline import cli
+    from pipeline import pipeline as pipeline_def
+
+    parser = argparse.ArgumentParser()
+    cli.add_pipeline_flags(parser)
+    args = parser.parse_args(
+        "--backbone resnet50 --weights-file /w.h5 --no-class-weighting --early-stopping-patience 5 "
+        "--fine-tune-layers 4 --fine-tune-epochs 2".split()
+    )
+    config = cli.config_from_args(args, str(tmp_path), str(tmp_path / "root"), str(tmp_path / "serving"), None)
+    trainer = next(c for c in pipeline_def.create_pipeline(config).components if c.id == pipeline_def.TRAINER)
+    custom = trainer.exec_properties["custom_config"]
+    custom = json.loads(custom) if isinstance(custom, str) else custom
+    expected = {
+        "backbone": "resnet50",
+        "weights_file": "/w.h5",
+        "class_weighting": False,
+        "early_stopping_patience": 5,
+        "fine_tune_layers": 4,
+        "fine_tune_epochs": 2,
+    }
+    assert {k: custom[k] for k in expected} == expected
+    with pytest.raises(ValueError, match="bundled weights"):
+        cli.config_from_args(
+            parser.parse_args(["--weights-file", "/w.h5"]), str(tmp_path), str(tmp_path), str(tmp_path), None
+        )
+
+
+def test_label_auc_equals_the_one_hot_weighted_multi_label_auc():
+    import tf_keras
+
+    rng = np.random.default_rng(4)
+    y = (rng.random((200, N_LABELS)) < 0.3).astype(np.float32)
+    p = np.clip(y * 0.3 + rng.random((200, N_LABELS)) * 0.7, 0, 1).astype(np.float32)
+    for i in (0, 5, N_LABELS - 1):
+        reference = tf_keras.metrics.AUC(multi_label=True, num_labels=N_LABELS, label_weights=np.eye(N_LABELS)[i])
+        reference.update_state(y, p)
+        ours = train.LabelAUC(i)
+        ours.update_state(y, p)
+        np.testing.assert_allclose(ours.result().numpy(), reference.result().numpy(), rtol=1e-6)

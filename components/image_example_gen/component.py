@@ -10,7 +10,8 @@ from tfx.types import standard_artifacts, standard_component_specs
 from tfx.types.channel import Channel
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.image_example_gen import executor
+from components.image_example_gen import driver, executor, ingest
+from components.image_example_gen import spans as span_layout
 
 
 class ImageExampleGenSpec(ComponentSpec):
@@ -30,6 +31,8 @@ class ImageExampleGenSpec(ComponentSpec):
         ),
         executor.FILENAME_PATTERN_KEY: ExecutionParameter(type=str),
         executor.MAX_IMAGE_PIXELS_KEY: ExecutionParameter(type=int),
+        executor.MAX_FILE_BYTES_KEY: ExecutionParameter(type=int),
+        executor.SPANS_KEY: ExecutionParameter(type=str),
         # Changes with the executor's source, so the cache never serves stale examples.
         executor.CODE_VERSION_KEY: ExecutionParameter(type=str),
     }
@@ -43,10 +46,17 @@ class ImageExampleGen(FileBasedExampleGen):
     Output features: image_raw (bytes), age, gender, race (int64), filename (bytes).
     Subclasses FileBasedExampleGen so its driver (input fingerprint, spans) and the
     orchestrators' special handling of file-based ExampleGens apply unchanged.
+
+    Spans: with ``spans`` set, the data folder holds ``span-<N>`` folders. "latest" and "N" use
+    TFX's own ``span-{SPAN}/*`` pattern (the driver picks the span and fingerprints its files);
+    a range "A-B", which TFX's driver cannot resolve (one span per run), matches every span
+    folder and the executor keeps those in the range.
     """
 
     SPEC_CLASS = ImageExampleGenSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
+    # TFX's file-based driver, with an input fingerprint that also covers files in sub-folders.
+    DRIVER_CLASS = driver.ImageFileDriver
 
     def __init__(
         self,
@@ -57,6 +67,8 @@ class ImageExampleGen(FileBasedExampleGen):
         output_config: example_gen_pb2.Output,
         input_config: example_gen_pb2.Input | None = None,
         range_config: range_config_pb2.RangeConfig | None = None,
+        spans: str | None = None,
+        max_file_bytes: int = ingest.DEFAULT_MAX_FILE_BYTES,
     ):
         """Builds the component.
 
@@ -66,9 +78,19 @@ class ImageExampleGen(FileBasedExampleGen):
           code_version: a fingerprint of the ingestion code (pipeline.config.code_fingerprint).
           max_image_pixels: images larger than this are quarantined undecoded.
           output_config: the split config (hash buckets over the file name).
-          input_config: which files to read; all files by default.
-          range_config: which spans to read; the latest by default.
+          input_config: which files to read; all files by default. Not with ``spans``.
+          range_config: which spans to read; the latest by default. Not with ``spans``.
+          spans: None for a flat data folder; "latest", "N" or "A-B" for a folder of
+            ``span-<N>`` folders.
+          max_file_bytes: files larger than this are quarantined unread.
+
+        Raises:
+          ValueError: ``spans`` is malformed or combined with input_config/range_config.
         """
+        if spans is not None:
+            if input_config is not None or range_config is not None:
+                raise ValueError("pass either spans or input_config/range_config, not both")
+            input_config, range_config = span_input_config(spans)
         input_config = input_config or utils.make_default_input_config()
         spec = ImageExampleGenSpec(
             input_base=input_base,
@@ -79,7 +101,31 @@ class ImageExampleGen(FileBasedExampleGen):
             range_config=range_config,
             filename_pattern=filename_pattern,
             max_image_pixels=max_image_pixels,
+            max_file_bytes=max_file_bytes,
+            spans=spans or "",
             code_version=code_version,
             examples=Channel(type=standard_artifacts.Examples),
         )
         super(FileBasedExampleGen, self).__init__(spec=spec)
+
+
+def span_input_config(
+    selection: str,
+) -> tuple[example_gen_pb2.Input, range_config_pb2.RangeConfig | None]:
+    """Builds the ExampleGen input and range config that read the selected spans.
+
+    Args:
+      selection: "latest", "N" or "A-B".
+
+    Returns:
+      (input_config, range_config or None).
+    """
+    parsed = span_layout.parse_span_selection(selection)
+    if parsed.is_range:
+        return utils.make_default_input_config(span_layout.ALL_SPANS_PATTERN), None
+    input_config = utils.make_default_input_config(span_layout.SINGLE_SPAN_PATTERN)
+    if parsed.is_latest:
+        return input_config, None
+    return input_config, range_config_pb2.RangeConfig(
+        static_range=range_config_pb2.StaticRange(start_span_number=parsed.first, end_span_number=parsed.first)
+    )

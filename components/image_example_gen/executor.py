@@ -1,49 +1,167 @@
-"""Executor of the image ExampleGen: image files -> tf.Examples + quarantine.jsonl."""
+"""Executor of the image ExampleGen: image files -> tf.Examples + quarantine.jsonl.
+
+The Beam graph, per input split:
+
+  list files (outside Beam: names only) -> Reshuffle -> CheckName ----------------> CheckFile -> examples
+                                                          \\-> HashFile -> GroupByKey -> duplicates (side input)
+
+File bytes are read inside ParDos and dropped once the example is written, and examples are
+written without the Reshuffle of TFX's WriteSplit (which holds every example in memory on the
+DirectRunner), so memory does not grow with the number of images. Each file is read twice
+(hash, then check); only small records (paths, hashes) are grouped.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import posixpath
 from typing import Any
 
 import apache_beam as beam
 import tensorflow as tf
+from tfx.components.example_gen import utils
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
+from tfx.components.util import examples_utils
+from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import proto_utils
 
-from components.image_example_gen import ingest
+from components.image_example_gen import ingest, spans
 from pipeline import labels
 
 FILENAME_PATTERN_KEY = "filename_pattern"
 MAX_IMAGE_PIXELS_KEY = "max_image_pixels"
+MAX_FILE_BYTES_KEY = "max_file_bytes"
 CODE_VERSION_KEY = "code_version"
+# "" for a flat data folder; "latest", "N" or "A-B" for a folder of span-<N> folders.
+SPANS_KEY = "spans"
 
+# Custom properties of the output Examples artifact.
+FILES_FOUND_PROPERTY = "files_found"
+QUARANTINED_PROPERTY = "quarantined"
+FIRST_SPAN_PROPERTY = "first_span"
+LAST_SPAN_PROPERTY = "last_span"
+# What was read, for checks that look at the data folder again (LabelDriftCheck).
+INPUT_BASE_PROPERTY = "input_base"
+FILENAME_PATTERN_PROPERTY = "filename_pattern"
+
+_TFRECORD_PREFIX = "data_tfrecord"  # the name TFX's own ExampleGens use
 _EXAMPLES_TAG = "examples"
 _QUARANTINE_TAG = "quarantine"
 
 
-class _CheckFile(beam.DoFn):
-    """Reads one file and emits a serialized tf.Example or a quarantine JSON line."""
+def resolve_roots(input_base: str, split_pattern: str, spans_text: str) -> list[tuple[str, str, int | None]]:
+    """Turns the (driver-resolved) split pattern into the folders to read.
 
-    def __init__(self, input_base: str, pattern: str, max_pixels: int):
-        self._input_base = input_base.rstrip("/")
+    A pattern whose first folder is ``span-<N>`` (what the driver makes of ``span-{SPAN}/*``)
+    reads that span; a range selection reads every span folder in the range; anything else
+    reads the data folder itself.
+
+    Args:
+      input_base: the data folder.
+      split_pattern: the input split's pattern after the driver resolved ``{SPAN}``
+        (e.g. ``*`` or ``span-3/*``).
+      spans_text: the component's span selection ("" for a flat folder).
+
+    Returns:
+      (root folder, top-level glob under it, span number or None) per folder; file names are
+      made relative to the root, so a file's split does not depend on which span holds it.
+
+    Raises:
+      ValueError: no span folder matches a range selection.
+    """
+    base = input_base.rstrip("/")
+    sep = "/" if ingest.is_remote(input_base) else os.sep
+    selection = spans.parse_span_selection(spans_text) if spans_text else None
+    if selection is not None and selection.is_range:
+        found = spans.find_spans(input_base)
+        chosen = [n for n in sorted(found) if selection.first <= n <= selection.last]
+        if not chosen:
+            raise ValueError(
+                f"no span folder for spans {selection} in {input_base} (span folders found: "
+                f"{', '.join(found.values()) or 'none'})"
+            )
+        return [(f"{base}{sep}{found[n]}", "*", n) for n in chosen]
+    folder, _, rest = split_pattern.partition("/")
+    number = spans.span_number(folder)
+    if number is not None and rest:
+        return [(f"{base}{sep}{folder}", rest, number)]
+    return [(input_base, split_pattern, None)]
+
+
+class _CheckName(beam.DoFn):
+    """Passes (path, relative) on when the name is acceptable; else a quarantine line."""
+
+    def __init__(self, pattern: str):
         self._pattern_text = pattern
-        self._max_pixels = max_pixels
         self._pattern = None
 
     def setup(self) -> None:
         self._pattern = labels.compile_pattern(self._pattern_text)
 
-    def process(self, path: str):
-        relative = path[len(self._input_base) + 1 :] if path.startswith(self._input_base + "/") else path
-        try:
-            with tf.io.gfile.GFile(path, "rb") as f:
-                data = f.read()
-        except (tf.errors.OpError, OSError) as e:
-            entry = ingest.QuarantineEntry(path, "unreadable_file", f"{relative!r} could not be read: {e}")
+    def process(self, element: tuple[str, str]):
+        path, relative = element
+        result = ingest.check_name(path, relative, self._pattern)
+        if isinstance(result, ingest.QuarantineEntry):
+            yield beam.pvalue.TaggedOutput(_QUARANTINE_TAG, result.to_json())
+        else:
+            yield element
+
+
+class _HashFile(beam.DoFn):
+    """Emits (sha256 of the bytes, (relative, path)); files that cannot be read are left to CheckFile."""
+
+    def __init__(self, max_file_bytes: int):
+        self._max_file_bytes = max_file_bytes
+
+    def process(self, element: tuple[str, str]):
+        path, relative = element
+        data = ingest.read_bounded(path, relative, self._max_file_bytes)
+        if isinstance(data, bytes) and data:  # empty files are all "equal" but are empty_file, not duplicates
+            yield hashlib.sha256(data).hexdigest(), (relative, path)
+
+
+def _duplicates(group: tuple[str, Any]):
+    """For one content hash, yields (path, (kept relative, kept path)) for every copy not kept."""
+    _, copies = group
+    copies = list(copies)
+    if len(copies) < 2:
+        return
+    kept, others = ingest.choose_kept(copies)
+    for _, path in others:
+        yield path, kept
+
+
+def _sorted_by_path(lines: list[str]) -> list[str]:
+    """Quarantine JSON lines sorted by their path."""
+    return sorted(lines, key=lambda line: json.loads(line)["path"])
+
+
+class _CheckFile(beam.DoFn):
+    """Reads one file and emits a tf.Example or a quarantine JSON line."""
+
+    def __init__(self, pattern: str, max_pixels: int, max_file_bytes: int):
+        self._pattern_text = pattern
+        self._max_pixels = max_pixels
+        self._max_file_bytes = max_file_bytes
+        self._pattern = None
+
+    def setup(self) -> None:
+        self._pattern = labels.compile_pattern(self._pattern_text)
+
+    def process(self, element: tuple[str, str], duplicates: dict[str, tuple[str, str]]):
+        path, relative = element
+        if path in duplicates:
+            kept_relative, kept_path = duplicates[path]
+            entry = ingest.duplicate_entry(path, relative, kept_relative, kept_path)
             yield beam.pvalue.TaggedOutput(_QUARANTINE_TAG, entry.to_json())
             return
-        result = ingest.check_file(path, relative, data, self._pattern, self._max_pixels)
+        data = ingest.read_bounded(path, relative, self._max_file_bytes)
+        result = data if isinstance(data, ingest.QuarantineEntry) else ingest.check_file(
+            path, relative, data, self._pattern, self._max_pixels
+        )
         if isinstance(result, ingest.QuarantineEntry):
             yield beam.pvalue.TaggedOutput(_QUARANTINE_TAG, result.to_json())
         else:
@@ -53,12 +171,16 @@ class _CheckFile(beam.DoFn):
 class Executor(BaseExampleGenExecutor):
     """Turns a folder of labelled image files into tf.Examples.
 
-    Files whose names do not parse, or whose bytes are not a decodable image, are not
-    ingested; each is written with its reason to ``quarantine.jsonl`` inside the output
-    Examples artifact.
+    Every file found is either written as a tf.Example or listed with its reason in
+    ``quarantine.jsonl`` inside the output Examples artifact; the artifact's custom properties
+    ``files_found`` and ``quarantined`` say how many of each.
     """
 
-    _quarantine_path: str | None = None
+    def __init__(self, context: Any = None):
+        super().__init__(context)
+        self._quarantine: list[beam.PCollection] = []
+        self._files_found = 0
+        self._spans_read: set[int] = set()
 
     def Do(
         self,
@@ -66,14 +188,66 @@ class Executor(BaseExampleGenExecutor):
         output_dict: dict[str, list[Any]],
         exec_properties: dict[str, Any],
     ) -> None:
-        examples = artifact_utils.get_single_instance(output_dict[standard_component_specs.EXAMPLES_KEY])
-        self._quarantine_path = posixpath.join(examples.uri, ingest.QUARANTINE_FILE)
-        super().Do(input_dict, output_dict, exec_properties)
-        quarantined = ingest.read_quarantine(examples.uri)
-        examples.set_int_custom_property("quarantined", len(quarantined))
+        """Lists, checks and writes the examples; see the module docstring.
+
+        Args:
+          input_dict: unused (an ExampleGen has no inputs).
+          output_dict: ``examples``: the output Examples artifact.
+          exec_properties: the ImageExampleGen parameters, with the split pattern resolved by its driver.
+        """
+        self._log_startup(input_dict, output_dict, exec_properties)
+        self._quarantine, self._files_found, self._spans_read = [], 0, set()
+        input_config = example_gen_pb2.Input()
+        proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
+        output_config = example_gen_pb2.Output()
+        proto_utils.json_to_proto(exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], output_config)
+        output = output_dict[standard_component_specs.EXAMPLES_KEY]
+        examples = artifact_utils.get_single_instance(output)
+        examples.split_names = artifact_utils.encode_split_names(
+            utils.generate_output_split_names(input_config, output_config)
+        )
+        quarantine_path = posixpath.join(examples.uri, ingest.QUARANTINE_FILE)
+
+        with self._make_beam_pipeline() as pipeline:
+            for split_name, split in self.GenerateExamplesByBeam(pipeline, exec_properties).items():
+                _ = (
+                    split
+                    | f"Serialize[{split_name}]" >> beam.Map(lambda e: e.SerializeToString(deterministic=True))
+                    # No Reshuffle before writing (unlike TFX's WriteSplit): the input paths were
+                    # already shuffled, and a Reshuffle of examples holds them all in memory.
+                    | f"Write[{split_name}]" >> beam.io.WriteToTFRecord(
+                        os.path.join(artifact_utils.get_split_uri(output, split_name), _TFRECORD_PREFIX),
+                        file_name_suffix=".gz",
+                    )
+                )
+            _ = (
+                tuple(self._quarantine)
+                | "FlattenQuarantine" >> beam.Flatten()
+                | "CollectQuarantine" >> beam.combiners.ToList()
+                | "SortQuarantine" >> beam.FlatMap(_sorted_by_path)  # a stable file
+                | "WriteQuarantine" >> beam.io.WriteToText(quarantine_path, shard_name_template="", num_shards=1)
+            )
+
+        examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
+        examples_utils.set_file_format(examples, "tfrecords_gzip")
+        examples.set_int_custom_property(QUARANTINED_PROPERTY, len(ingest.read_quarantine(examples.uri)))
+        examples.set_int_custom_property(FILES_FOUND_PROPERTY, self._files_found)
+        input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
+        examples.set_string_custom_property(INPUT_BASE_PROPERTY, input_base)
+        examples.set_string_custom_property(
+            FILENAME_PATTERN_PROPERTY, exec_properties.get(FILENAME_PATTERN_KEY) or labels.UTKFACE_PATTERN
+        )
+        if self._spans_read:
+            examples.set_int_custom_property(FIRST_SPAN_PROPERTY, min(self._spans_read))
+            examples.set_int_custom_property(LAST_SPAN_PROPERTY, max(self._spans_read))
+            selection = exec_properties.get(SPANS_KEY) or ""
+            if selection and spans.parse_span_selection(selection).is_range:
+                # The driver saw no {SPAN} in a range's pattern and recorded span 0.
+                examples.set_int_custom_property(utils.SPAN_PROPERTY_NAME, max(self._spans_read))
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
-        quarantine_path = self._quarantine_path
+        """Returns the PTransform reading one input split (see the module docstring)."""
+        executor = self
 
         @beam.ptransform_fn
         @beam.typehints.with_input_types(beam.Pipeline)
@@ -82,24 +256,39 @@ class Executor(BaseExampleGenExecutor):
             input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
             pattern = exec_properties.get(FILENAME_PATTERN_KEY) or labels.UTKFACE_PATTERN
             max_pixels = int(exec_properties.get(MAX_IMAGE_PIXELS_KEY) or ingest.DEFAULT_MAX_IMAGE_PIXELS)
-            matches = sorted(tf.io.gfile.glob(os.path.join(input_base, split_pattern)))
-            paths: list[str] = []
-            for match in matches:
-                paths.extend(ingest.list_files(match) if tf.io.gfile.isdir(match) else [match])
-            if not paths:
+            max_file_bytes = int(exec_properties.get(MAX_FILE_BYTES_KEY) or ingest.DEFAULT_MAX_FILE_BYTES)
+            found: list[ingest.FoundFile] = []
+            selection = exec_properties.get(SPANS_KEY) or ""
+            for root, top_pattern, span in resolve_roots(input_base, split_pattern, selection):
+                found.extend(ingest.find_files(root, top_pattern, data_dir=input_base))
+                if span is not None:
+                    executor._spans_read.add(span)
+            if not found:
                 raise ValueError(f"no files found under {input_base!r} matching {split_pattern!r}")
-            results = (
+            executor._files_found += len(found)
+
+            listed_issues = sorted(f.issue.to_json() for f in found if f.issue is not None)
+            candidates = [(f.path, f.relative) for f in found if f.issue is None]
+            named = (
                 pipeline
-                | "ListFiles" >> beam.Create(paths, reshuffle=False)
+                | "ListFiles" >> beam.Create(candidates, reshuffle=False)
                 | "Reshuffle" >> beam.Reshuffle()
-                | "CheckFile" >> beam.ParDo(_CheckFile(input_base, pattern, max_pixels)).with_outputs(
-                    _QUARANTINE_TAG, main=_EXAMPLES_TAG
-                )
+                | "CheckName" >> beam.ParDo(_CheckName(pattern)).with_outputs(_QUARANTINE_TAG, main="named")
             )
-            if quarantine_path:
-                _ = results[_QUARANTINE_TAG] | "WriteQuarantine" >> beam.io.WriteToText(
-                    quarantine_path, shard_name_template="", num_shards=1
-                )
+            duplicates = (
+                named["named"]
+                | "HashFile" >> beam.ParDo(_HashFile(max_file_bytes))
+                | "GroupByContent" >> beam.GroupByKey()
+                | "FindDuplicates" >> beam.FlatMap(_duplicates)
+            )
+            results = named["named"] | "CheckFile" >> beam.ParDo(
+                _CheckFile(pattern, max_pixels, max_file_bytes), duplicates=beam.pvalue.AsDict(duplicates)
+            ).with_outputs(_QUARANTINE_TAG, main=_EXAMPLES_TAG)
+            executor._quarantine.extend([
+                pipeline | "ListingIssues" >> beam.Create(listed_issues, reshuffle=False),
+                named[_QUARANTINE_TAG],
+                results[_QUARANTINE_TAG],
+            ])
             return results[_EXAMPLES_TAG]
 
         return _ImageToExample

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
+import time
 from typing import Any
 
 import tensorflow_transform as tft
@@ -16,12 +18,25 @@ from pipeline import labels
 
 logger = logging.getLogger(__name__)
 
+_SHUFFLE_BUFFER = 2048  # fine-tuning reads images in file order; this mixes them (~30 MB of JPEG bytes)
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainerConfig:
-    """The Trainer's settings, passed as the component's custom_config."""
+    """The Trainer's settings, passed as the component's custom_config.
 
-    backbone: str = "efficientnet_lite0"
+    Attributes (beyond the obvious):
+      weights_file: local Keras .h5 ImageNet weights (keras.applications backbones), or None.
+      class_weighting: per-label positive-class weighting of the loss.
+      early_stopping_patience: epochs without a lower validation loss before stopping (0: off).
+      fine_tune_layers: unfreeze this many top backbone layers after head training (0: no fine-tuning).
+      fine_tune_epochs: epochs of that phase (every image through the backbone each epoch: slow).
+      fine_tune_learning_rate: Adam learning rate of that phase.
+      embedding_memory_mb: embeddings beyond this many MiB are kept in a memory-mapped local file.
+      code_version: fingerprint of the trainer code (for the cache key only).
+    """
+
+    backbone: str = backbones.DEFAULT_BACKBONE
     image_size: int = 128
     epochs: int = 10
     batch_size: int = 32
@@ -29,6 +44,13 @@ class TrainerConfig:
     hidden_units: int = 256
     dropout: float = 0.3
     seed: int = 42
+    weights_file: str | None = None
+    class_weighting: bool = True
+    early_stopping_patience: int = 3
+    fine_tune_layers: int = 0
+    fine_tune_epochs: int = 3
+    fine_tune_learning_rate: float = 1e-4
+    embedding_memory_mb: int = train.DEFAULT_EMBEDDING_MEMORY_LIMIT >> 20
     code_version: str = ""
 
     @classmethod
@@ -36,6 +58,146 @@ class TrainerConfig:
         """Builds the config from the Trainer's custom_config, ignoring unknown keys."""
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in (custom_config or {}).items() if k in known})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What a training run did, for logs and benchmarks.
+
+    Attributes:
+      train_examples: examples the head trained on.
+      validation_examples: held-out examples.
+      embedding_dim: size of the cached embeddings.
+      head_epochs: head epochs run (fewer than configured when early stopping ended it).
+      fine_tuned_layers: names of the backbone layers fine-tuned (empty: none).
+      fine_tune_epochs: fine-tuning epochs run.
+      embeddings_spilled: whether the cache went to a memory-mapped file.
+      seconds: wall time per phase (embed, head, fine_tune, export).
+    """
+
+    train_examples: int
+    validation_examples: int
+    embedding_dim: int
+    head_epochs: int
+    fine_tuned_layers: tuple[str, ...]
+    fine_tune_epochs: int
+    embeddings_spilled: bool
+    seconds: dict[str, float]
+
+
+def train_and_export(
+    config: TrainerConfig,
+    train_files: str | list[str],
+    feature_spec: dict,
+    serving_model_dir: str,
+    model_run_dir: str,
+) -> TrainResult:
+    """Builds the model, embeds each training image once, trains the head, optionally fine-tunes, exports.
+
+    Args:
+      config: the Trainer settings.
+      train_files: glob(s) of Transform's transformed training examples.
+      feature_spec: Transform's transformed feature spec.
+      serving_model_dir: where the SavedModel goes.
+      model_run_dir: TensorBoard logs.
+
+    Returns:
+      A TrainResult.
+    """
+    train.skip_autograph_for_tf_keras()
+    tf_keras.utils.set_random_seed(config.seed)  # the head's initial weights
+    seconds: dict[str, float] = {}
+    backbone = model.freeze(
+        backbones.build_backbone(config.backbone, config.image_size, weights_file=config.weights_file)
+    )
+    extractor = model.build_feature_extractor(backbone)
+    params = train.TrainParams(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        seed=config.seed,
+        class_weighting=config.class_weighting,
+        early_stopping_patience=config.early_stopping_patience,
+    )
+    tensorboard = tf_keras.callbacks.TensorBoard(log_dir=model_run_dir)
+    with tempfile.TemporaryDirectory(prefix="facepipe-embeddings-") as spill_dir:
+        start = time.monotonic()
+        embedded = train.embed(
+            extractor,
+            read_transformed(train_files, feature_spec, config.batch_size),
+            config.image_size,
+            memory_limit_bytes=config.embedding_memory_mb << 20,
+            spill_dir=spill_dir,
+        )
+        seconds["embed"] = time.monotonic() - start
+        held_out = train.validation_mask(embedded.filenames, params.validation_buckets)
+        logger.info(
+            "embedded %d training images in %.1f s (%d held out for validation; %s)",
+            len(held_out),
+            seconds["embed"],
+            held_out.sum(),
+            "spilled to disk" if embedded.spilled else "in memory",
+        )
+        head = model.build_head(
+            embedded.embeddings.shape[1], len(labels.LABEL_NAMES), config.hidden_units, config.dropout
+        )
+        training, validation = embedded.take(~held_out), embedded.take(held_out)
+        start = time.monotonic()
+        history = train.train_head(head, training, validation, params, callbacks=[tensorboard])
+        seconds["head"] = time.monotonic() - start
+        head_epochs = len(history.history["loss"])
+        pos_weights = head.loss.positive_weights
+    full_model = model.build_model(extractor, head)
+
+    fine_tuned: list[str] = []
+    fine_tune_epochs = 0
+    if config.fine_tune_layers > 0 and config.fine_tune_epochs > 0:
+        fine_tuned = backbones.unfreeze_top(backbone, config.fine_tune_layers)
+        logger.info("fine-tuning %d backbone layers: %s", len(fine_tuned), ", ".join(fine_tuned))
+        dataset = read_transformed(train_files, feature_spec, config.batch_size)
+        start = time.monotonic()
+        ft_history = train.fine_tune(
+            full_model,
+            train.image_batches(
+                dataset,
+                config.image_size,
+                config.batch_size,
+                held_out=False,
+                validation_buckets=params.validation_buckets,
+                shuffle_buffer=_SHUFFLE_BUFFER,
+                seed=config.seed,
+            ),
+            train.image_batches(
+                dataset, config.image_size, config.batch_size, True, params.validation_buckets
+            )
+            if held_out.any()
+            else None,
+            pos_weights,
+            config.fine_tune_learning_rate,
+            initial_epoch=head_epochs,
+            epochs=config.fine_tune_epochs,
+            patience=config.early_stopping_patience,
+            callbacks=[tensorboard],
+        )
+        seconds["fine_tune"] = time.monotonic() - start
+        fine_tune_epochs = len(ft_history.history["loss"])
+        model.freeze(backbone)
+
+    start = time.monotonic()
+    export.export_model(full_model, serving_model_dir, config.image_size)
+    seconds["export"] = time.monotonic() - start
+    result = TrainResult(
+        train_examples=len(training),
+        validation_examples=len(validation),
+        embedding_dim=int(embedded.embeddings.shape[1]),
+        head_epochs=head_epochs,
+        fine_tuned_layers=tuple(fine_tuned),
+        fine_tune_epochs=fine_tune_epochs,
+        embeddings_spilled=embedded.spilled,
+        seconds={k: round(v, 2) for k, v in seconds.items()},
+    )
+    logger.info("trainer result: %s", result)
+    return result
 
 
 def run_fn(fn_args: FnArgs) -> None:
@@ -46,26 +208,5 @@ def run_fn(fn_args: FnArgs) -> None:
         model_run_dir and custom_config (see TrainerConfig).
     """
     config = TrainerConfig.from_custom_config(fn_args.custom_config)
-    train.skip_autograph_for_tf_keras()
     feature_spec = tft.TFTransformOutput(fn_args.transform_output).transformed_feature_spec()
-
-    backbone = model.freeze(backbones.build_backbone(config.backbone, config.image_size))
-    extractor = model.build_feature_extractor(backbone)
-    embedded = train.embed(
-        extractor, read_transformed(fn_args.train_files, feature_spec, config.batch_size), config.image_size
-    )
-    held_out = train.validation_mask(embedded.filenames, train.TrainParams.validation_buckets)
-    logger.info("embedded %d training images (%d held out for validation)", len(held_out), held_out.sum())
-
-    head = model.build_head(embedded.embeddings.shape[1], len(labels.LABEL_NAMES), config.hidden_units, config.dropout)
-    params = train.TrainParams(
-        epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate, seed=config.seed
-    )
-    train.train_head(
-        head,
-        embedded.take(~held_out),
-        embedded.take(held_out),
-        params,
-        callbacks=[tf_keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)],
-    )
-    export.export_model(model.build_model(extractor, head), fn_args.serving_model_dir, config.image_size)
+    train_and_export(config, fn_args.train_files, feature_spec, fn_args.serving_model_dir, fn_args.model_run_dir)

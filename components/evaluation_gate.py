@@ -1,0 +1,104 @@
+"""EvaluationGate: blesses a model only when every gate passes, and records each gate's result.
+
+It sits between the Evaluator and Pusher. The Evaluator computes the metrics and checks TFMA's
+thresholds; this component judges the gates (components.evaluation.evaluate_gates), which adds
+the one rule TFMA cannot express (fairness comparisons between groups too small to judge are
+listed, not failed) and works around TFMA 0.47 reporting every thresholded cross-slice spec as
+missing. It writes a ModelBlessing like the Evaluator's (``blessed``, ``current_model``,
+``current_model_id`` custom properties, a BLESSED or NOT_BLESSED file) plus ``gates.json``.
+Pusher and the baseline resolver read this blessing, not the Evaluator's.
+"""
+
+# No "from __future__ import annotations": the TFX component decorator reads real annotations.
+
+import json
+import os
+from typing import Any
+
+import tensorflow as tf
+from tfx import v1 as tfx
+
+from components import evaluation
+
+GATES_FILE = evaluation.GATES_FILE
+BLESSED_FILE, NOT_BLESSED_FILE = "BLESSED", "NOT_BLESSED"
+
+
+def judge(evaluation_uri: str, label_names: list[str], fairness_min_count: int) -> dict[str, Any]:
+    """Judges every gate on one Evaluator output, against the thresholds that Evaluator used.
+
+    Args:
+      evaluation_uri: the ModelEvaluation artifact's URI (holds eval_config.json).
+      label_names: the model's labels in output order.
+      fairness_min_count: see evaluation.GateSettings.
+
+    Returns:
+      A JSON-able record: blessed, gates (one dict per gate), settings, fairness_groups,
+      label_names, has_baseline, tfma_validation_ok.
+    """
+    from tensorflow_model_analysis.writers import eval_config_writer  # noqa: PLC0415
+
+    eval_config = eval_config_writer.load_eval_run(evaluation_uri)[0]
+    settings, groups, exempt = evaluation.gates_from_eval_config(eval_config, label_names, fairness_min_count)
+    results = evaluation.load_eval_results(evaluation_uri, label_names)
+    gate_results = evaluation.evaluate_gates(results, settings, groups, exempt)
+    return {
+        "blessed": evaluation.is_blessed(gate_results),
+        "gates": [g.to_dict() for g in gate_results],
+        "settings": json.loads(settings.to_json()),
+        "fairness_groups": {k: list(v) for k, v in groups.items()},
+        "label_names": list(label_names),
+        "has_baseline": results.has_baseline,
+        "tfma_validation_ok": results.validation_ok,
+    }
+
+
+def model_label_names(model_uri: str) -> list[str] | None:
+    """The label names a Trainer model stored in assets.extra/labels.json (None if absent)."""
+    path = os.path.join(model_uri, "Format-Serving", "assets.extra", "labels.json")
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return list(json.load(f)["label_names"])
+
+
+@tfx.dsl.components.component
+def EvaluationGate(
+    evaluation_result: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelEvaluation],
+    model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
+    blessing: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.ModelBlessing],
+    label_names: tfx.dsl.components.Parameter[str],
+    fairness_min_count: tfx.dsl.components.Parameter[int] = 20,
+    code_version: tfx.dsl.components.Parameter[str] = "",
+) -> None:
+    """Writes a ModelBlessing that is positive only when every gate passed.
+
+    Args:
+      evaluation_result: the Evaluator's output.
+      model: the candidate model (its id goes into the blessing, for the baseline resolver).
+      blessing: the output blessing.
+      label_names: JSON list of the model's labels, in output order.
+      fairness_min_count: positives and negatives a group needs for its fairness comparisons to be judged.
+      code_version: fingerprint of the gate's code, so that caching sees code changes.
+
+    Raises:
+      ValueError: the model's own label list differs from label_names.
+    """
+    del code_version  # only part of the cache key
+    names = json.loads(label_names)
+    stored = model_label_names(model.uri)
+    if stored is not None and stored != names:
+        raise ValueError(f"the model's labels {stored} differ from the pipeline's {names}")
+    record = judge(evaluation_result.uri, names, fairness_min_count)
+    record["model_uri"] = model.uri
+    record["evaluation_uri"] = evaluation_result.uri
+    tf.io.gfile.makedirs(blessing.uri)
+    with tf.io.gfile.GFile(os.path.join(blessing.uri, GATES_FILE), "w") as f:
+        json.dump(record, f, indent=2, sort_keys=True)
+    with tf.io.gfile.GFile(os.path.join(blessing.uri, BLESSED_FILE if record["blessed"] else NOT_BLESSED_FILE), "w"):
+        pass
+    blessing.set_string_custom_property("current_model", model.uri)
+    blessing.set_int_custom_property("current_model_id", model.id)
+    blessing.set_int_custom_property("blessed", 1 if record["blessed"] else 0)
+    failed = [g["name"] for g in record["gates"] if g["passed"] is False]
+    blessing.set_string_custom_property("failed_gates", ",".join(failed))

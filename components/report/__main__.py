@@ -1,0 +1,67 @@
+"""Regenerates the evaluation report of a past run from ML Metadata.
+
+    python -m components.report --pipeline-root outputs/pipeline_root            # latest run
+    python -m components.report --pipeline-root outputs/pipeline_root --run-id ID
+    python -m components.report --pipeline-root outputs/pipeline_root --list     # recorded runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Writes report.json, report.html and model_card.md; returns the exit status.
+
+    Args:
+      argv: command-line arguments (sys.argv[1:] by default).
+
+    Returns:
+      0 on success, 2 when the store or run does not exist.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m components.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pipeline-root", required=True, help="the pipeline root of the runs (holds metadata.sqlite)")
+    parser.add_argument(
+        "--metadata-path", default=None, help="SQLite ML Metadata (default: <pipeline root>/metadata.sqlite)"
+    )
+    parser.add_argument("--run-id", default=None, help="the run to report on (default: the latest run)")
+    parser.add_argument("--pipeline-name", default=None, help="with no --run-id: the latest run of this pipeline")
+    parser.add_argument("--list", action="store_true", help="list the recorded run ids and exit")
+    args = parser.parse_args(argv)
+    # Before TensorFlow is imported: TFMA and the model code use tf_keras (Keras 2).
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    pipeline_root = os.path.abspath(args.pipeline_root)
+    metadata_path = args.metadata_path or os.path.join(pipeline_root, "metadata.sqlite")
+
+    from components.report import build  # noqa: PLC0415  (imports TFMA: seconds)
+
+    try:
+        if args.list:
+            from ml_metadata.metadata_store import metadata_store  # noqa: PLC0415
+            from ml_metadata.proto import metadata_store_pb2  # noqa: PLC0415
+
+            if not os.path.exists(metadata_path):
+                raise ValueError(f"no ML Metadata store at {metadata_path}")
+            config = metadata_store_pb2.ConnectionConfig()
+            config.sqlite.filename_uri = metadata_path
+            config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+            for run_id in build.run_ids(metadata_store.MetadataStore(config), args.pipeline_name):
+                print(run_id)
+            return 0
+        paths = build.generate_report(metadata_path, pipeline_root, args.run_id, args.pipeline_name)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"Report for run {paths['run_id']}:")
+    for key in ("html", "json", "model_card"):
+        print(f"  {paths[key]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,449 @@
+"""Collects one pipeline run's numbers from ML Metadata and its artifacts into a JSON-able dict.
+
+The same dict feeds report.json, the HTML page and the model card, so the three never disagree.
+Everything is read back from what the run recorded (MLMD executions and artifacts), so a report
+can be rebuilt for any past run.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import json
+import os
+import posixpath
+from typing import Any
+
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from components import evaluation
+from pipeline import labels
+
+REPORTS_DIR = "reports"  # <pipeline_root>/reports/<run id>/
+REPORT_JSON, REPORT_HTML, MODEL_CARD = "report.json", "report.html", "model_card.md"
+FORMAT_VERSION = 1
+MAX_LISTED_QUARANTINE = 200  # quarantined files listed one by one (all are counted by reason)
+SLICE_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("overall", ()),
+    ("gender", (labels.GENDER_NAME_KEY,)),
+    ("race", (labels.RACE_NAME_KEY,)),
+    ("age group", (labels.AGE_GROUP_KEY,)),
+    ("gender x race", (labels.GENDER_NAME_KEY, labels.RACE_NAME_KEY)),
+)
+_VALUE_ORDER = {
+    labels.GENDER_NAME_KEY: labels.GENDER_NAMES,
+    labels.RACE_NAME_KEY: labels.RACE_NAMES,
+    labels.AGE_GROUP_KEY: tuple(name for _, name in labels.AGE_GROUPS),
+}
+
+
+def run_ids(store: metadata_store.MetadataStore, pipeline_name: str | None = None) -> list[str]:
+    """Pipeline run ids recorded in ML Metadata, oldest first.
+
+    Args:
+      store: the ML Metadata store.
+      pipeline_name: only runs of this pipeline (None: all).
+
+    Returns:
+      Run ids (names of pipeline_run contexts) that have at least one execution.
+    """
+    contexts = store.get_contexts_by_type("pipeline_run")
+    if pipeline_name is None:
+        chosen = [c for c in contexts if store.get_executions_by_context(c.id)]
+    else:
+        pipeline_ctx = store.get_context_by_type_and_name("pipeline", pipeline_name)
+        if pipeline_ctx is None:
+            return []
+        ids = {e.id for e in store.get_executions_by_context(pipeline_ctx.id)}
+        chosen = [c for c in contexts if any(e.id in ids for e in store.get_executions_by_context(c.id))]
+    return [c.name for c in sorted(chosen, key=lambda c: (c.create_time_since_epoch, c.id))]
+
+
+def _execution_property(store: metadata_store.MetadataStore, run_id: str, node_id: str, name: str) -> Any:
+    """A property of one node's execution in a run (None when absent)."""
+    context = store.get_context_by_type_and_name("pipeline_run", run_id)
+    if context is None:
+        return None
+    for execution in store.get_executions_by_context(context.id):
+        nodes = [c.name for c in store.get_contexts_by_execution(execution.id)]
+        if any(n.endswith(f".{node_id}") for n in nodes):
+            for props in (execution.custom_properties, execution.properties):
+                if name in props:
+                    value = props[name]
+                    return getattr(value, value.WhichOneof("value"))
+    return None
+
+
+def _split_names(artifact: metadata_store_pb2.Artifact) -> list[str]:
+    for props in (artifact.properties, artifact.custom_properties):
+        if "split_names" in props:
+            return list(json.loads(props["split_names"].string_value))
+    return []
+
+
+def label_frequencies(examples_uri: str, split_names: list[str]) -> dict[str, dict[str, Any]]:
+    """Counts examples, label positives and group sizes per split from ExampleGen's tf.Examples.
+
+    Args:
+      examples_uri: the Examples artifact's URI.
+      split_names: its splits.
+
+    Returns:
+      split -> {examples, label_positives: {label: n}, groups: {gender|race|age: {group: n}}}.
+    """
+    import tensorflow as tf  # noqa: PLC0415
+
+    spec = {key: tf.io.FixedLenFeature([], tf.int64) for key in labels.RAW_LABEL_KEYS}
+    out: dict[str, dict[str, Any]] = {}
+    for split in sorted(split_names, key=lambda s: ({"train": 0, "eval": 1}.get(s, 2), s)):
+        files = sorted(tf.io.gfile.glob(posixpath.join(examples_uri, f"Split-{split}", "*")))
+        positives = collections.Counter({name: 0 for name in labels.LABEL_NAMES})
+        groups: dict[str, collections.Counter] = {k: collections.Counter() for k in ("gender", "race", "age")}
+        count = 0
+        if files:
+            compression = "GZIP" if all(f.endswith(".gz") for f in files) else ""
+            dataset = tf.data.TFRecordDataset(files, compression_type=compression).batch(512)
+            for batch in dataset.map(lambda x: tf.io.parse_example(x, spec)).as_numpy_iterator():
+                for age, gender, race in zip(
+                    batch[labels.AGE_KEY], batch[labels.GENDER_KEY], batch[labels.RACE_KEY], strict=True
+                ):
+                    count += 1
+                    vector = labels.label_vector(int(age), int(gender), int(race))
+                    positives.update({n: v for n, v in zip(labels.LABEL_NAMES, vector, strict=True) if v})
+                    groups["gender"][_name(labels.GENDER_NAMES, gender)] += 1
+                    groups["race"][_name(labels.RACE_NAMES, race)] += 1
+                    groups["age"][labels.age_group(int(age))] += 1
+        out[split] = {
+            "examples": count,
+            "label_positives": dict(positives),
+            "groups": {k: _ordered(v, k) for k, v in groups.items()},
+        }
+    return out
+
+
+def _name(names: tuple[str, ...], index: Any) -> str:
+    i = int(index)
+    return names[i] if 0 <= i < len(names) else f"unknown ({i})"
+
+
+def _ordered(counter: collections.Counter, kind: str) -> dict[str, int]:
+    order = {"gender": labels.GENDER_NAMES, "race": labels.RACE_NAMES,
+             "age": tuple(n for _, n in labels.AGE_GROUPS)}[kind]
+    keys = [k for k in order if k in counter] + sorted(k for k in counter if k not in order)
+    return {k: counter[k] for k in keys}
+
+
+def _slice_group(features: dict[str, str]) -> str:
+    keys = tuple(sorted(features, key=lambda k: list(evaluation.SLICE_FEATURE_NAMES).index(k)
+                        if k in evaluation.SLICE_FEATURE_NAMES else 99))
+    for group, group_keys in SLICE_GROUPS:
+        if keys == group_keys:
+            return group
+    return " x ".join(evaluation.SLICE_FEATURE_NAMES.get(k, k) for k in keys)
+
+
+def _slice_sort_key(features: dict[str, str]) -> tuple:
+    key = []
+    for feature in sorted(features):
+        order = _VALUE_ORDER.get(feature, ())
+        value = features[feature]
+        key.append((order.index(value) if value in order else len(order), value))
+    return tuple(key)
+
+
+def ordered_slices(results: evaluation.EvalResults) -> list[dict[str, Any]]:
+    """The evaluated slices in report order: overall, gender, race, age group, gender x race, others.
+
+    Args:
+      results: the Evaluator's output.
+
+    Returns:
+      Dicts: name, group, features, example_count.
+    """
+    group_rank = {g: i for i, (g, _) in enumerate(SLICE_GROUPS)}
+    rows = [
+        {
+            "name": name,
+            "group": _slice_group(features),
+            "features": features,
+            "example_count": results.value("example_count", evaluation.AGGREGATE, name),
+        }
+        for name, features in results.slices.items()
+    ]
+    return sorted(rows, key=lambda r: (group_rank.get(r["group"], len(group_rank)), r["group"],
+                                       _slice_sort_key(r["features"])))
+
+
+def curves(evaluation_uri: str, label_names: tuple[str, ...]) -> dict[str, Any]:
+    """ROC, PR and calibration curves per label and the multi-label confusion at 0.5, overall slice.
+
+    Args:
+      evaluation_uri: the ModelEvaluation artifact's URI.
+      label_names: the model's labels in output order.
+
+    Returns:
+      {"per_label": {label: {model: {"roc": [[fpr, tpr], ...], "pr": [[recall, precision], ...],
+      "calibration": [[lower, upper, count, mean_label, mean_prediction], ...]}}},
+      "co_prediction": {"threshold", "rates": [[rate label i examples predicted j]]}} for the
+      candidate (and the baseline's curves under model "baseline").
+    """
+    import tensorflow_model_analysis as tfma  # noqa: PLC0415
+
+    per_label: dict[str, dict[str, dict[str, list[list[float]]]]] = {}
+    co_prediction: dict[str, Any] = {}
+    for record in tfma.load_plots(evaluation_uri):
+        if record.HasField("cross_slice_key") or record.slice_key.single_slice_keys:
+            continue
+        for kv in record.plot_keys_and_values:
+            model = evaluation.BASELINE if kv.key.model_name == evaluation.BASELINE else evaluation.CANDIDATE
+            value = kv.value
+            if value.HasField("multi_label_confusion_matrix_at_thresholds") and model == evaluation.CANDIDATE:
+                matrices = value.multi_label_confusion_matrix_at_thresholds.matrices
+                if matrices:
+                    n = len(label_names)
+                    rates: list[list[float | None]] = [[None] * n for _ in range(n)]
+                    for e in matrices[0].entries:
+                        total = e.true_positives + e.false_positives + e.true_negatives + e.false_negatives
+                        if total:
+                            rates[e.actual_class_id][e.predicted_class_id] = (
+                                (e.true_positives + e.false_positives) / total
+                            )
+                    co_prediction = {"threshold": matrices[0].threshold, "rates": rates}
+                continue
+            if not kv.key.sub_key.HasField("class_id"):
+                continue
+            label = label_names[kv.key.sub_key.class_id.value]
+            entry = per_label.setdefault(label, {}).setdefault(model, {})
+            if value.HasField("confusion_matrix_at_thresholds"):
+                roc, pr = [], []
+                for m in value.confusion_matrix_at_thresholds.matrices:
+                    negatives = m.false_positives + m.true_negatives
+                    positives = m.true_positives + m.false_negatives
+                    if negatives and positives:
+                        roc.append([m.false_positives / negatives, m.true_positives / positives])
+                    predicted = m.true_positives + m.false_positives
+                    if positives and predicted:
+                        pr.append([m.true_positives / positives, m.true_positives / predicted])
+                entry["roc"] = sorted(roc)
+                entry["pr"] = sorted(pr)
+            if value.HasField("calibration_histogram_buckets"):
+                buckets = []
+                for b in value.calibration_histogram_buckets.buckets:
+                    count = b.num_weighted_examples.value
+                    if count <= 0:
+                        continue
+                    buckets.append([
+                        max(b.lower_threshold_inclusive, 0.0), min(b.upper_threshold_exclusive, 1.0), count,
+                        b.total_weighted_label.value / count, b.total_weighted_refined_prediction.value / count,
+                    ])
+                entry["calibration"] = buckets
+    return {"per_label": per_label, "co_prediction": co_prediction}
+
+
+def _model_info(model_uri: str | None) -> dict[str, Any]:
+    import tensorflow as tf  # noqa: PLC0415
+
+    info: dict[str, Any] = {"uri": model_uri}
+    if model_uri:
+        path = posixpath.join(model_uri, "Format-Serving", "assets.extra", "labels.json")
+        if tf.io.gfile.exists(path):
+            with tf.io.gfile.GFile(path) as f:
+                info.update(json.load(f))
+    return info
+
+
+def is_synthetic_data(data_dir: str | None) -> bool | None:
+    """Whether a data folder is the generated synthetic set (its completion marker lies beside it).
+
+    Returns:
+      True / False for a local folder; None when unknown (no folder, or a remote one).
+    """
+    from pipeline import synthetic_data  # noqa: PLC0415
+
+    if not data_dir or "://" in data_dir or not os.path.isdir(data_dir):
+        return None
+    folder = os.path.abspath(data_dir).rstrip(os.sep)
+    marker = os.path.join(os.path.dirname(folder), f".{os.path.basename(folder)}{synthetic_data.MARKER_SUFFIX}")
+    return os.path.exists(marker)
+
+
+def _verdict(summary: dict[str, Any], gates_record: dict[str, Any] | None, states: dict[str, str]) -> dict[str, Any]:
+    stopped = [n for n, s in states.items() if s not in ("complete", "cached")]
+    gates = gates_record["gates"] if gates_record else []
+    if gates_record is None and summary.get("pushed_model"):
+        # A run from before EvaluationGate existed: the Evaluator's blessing decided, no gate was recorded.
+        status = "pushed"
+        headline = "PUSHED (this run predates EvaluationGate: blessed by the Evaluator, no gate results recorded)."
+    elif gates_record is None:
+        status = "not evaluated"
+        where = f"the run did not complete {', '.join(stopped)}" if stopped else "no EvaluationGate output in this run"
+        headline = f"NOT PUSHED: the model was not evaluated ({where})."
+    elif summary.get("pushed_model"):
+        status = "pushed"
+        headline = "PUSHED: every gate passed; the model was pushed to serving."
+    elif gates_record["blessed"]:
+        status = "blessed, not pushed"
+        headline = "BLESSED but NOT PUSHED: every gate passed, but Pusher did not publish the model."
+    else:
+        status = "not blessed"
+        failed = [g["name"] for g in gates if g["passed"] is False]
+        headline = f"NOT PUSHED: {len(failed)} gate(s) failed: {', '.join(failed)}."
+    return {
+        "status": status,
+        "headline": headline,
+        "blessed": None if gates_record is None else bool(gates_record["blessed"]),
+        "pushed_model": summary.get("pushed_model"),
+        "baseline_model": summary.get("baseline_model"),
+        "gates": gates,
+        "settings": gates_record.get("settings") if gates_record else None,
+        "incomplete_components": stopped,
+    }
+
+
+def build_report(store: metadata_store.MetadataStore, run_id: str) -> dict[str, Any]:
+    """Collects everything the report shows for one run.
+
+    Args:
+      store: the ML Metadata store.
+      run_id: the pipeline run id.
+
+    Returns:
+      A JSON-able dict: format, generated_at, run, verdict, labels, model, evaluation, data.
+
+    Raises:
+      ValueError: the store has no such run.
+    """
+    # Imported here, not at the top: they load TFX (~15 s), which listing runs does not need.
+    from pipeline import pipeline as pipeline_def  # noqa: PLC0415
+    from pipeline.run_summary import component_runs, summarize  # noqa: PLC0415
+
+    if store.get_context_by_type_and_name("pipeline_run", run_id) is None:
+        raise ValueError(f"no pipeline run {run_id!r} in ML Metadata")
+    runs = component_runs(store, run_id)
+    summary = summarize(store, run_id)
+    states = {node: run.state for node, run in runs.items()}
+
+    gates_record = None
+    if (gate := runs.get(pipeline_def.EVALUATION_GATE)) and gate.outputs.get("blessing"):
+        gates_record = evaluation.read_gates(gate.outputs["blessing"][0].uri)
+    trainer = runs.get(pipeline_def.TRAINER)
+    model_uri = trainer.outputs["model"][0].uri if trainer and trainer.outputs.get("model") else None
+    model = _model_info(model_uri)
+    label_names = tuple(
+        (gates_record or {}).get("label_names") or model.get("label_names") or labels.LABEL_NAMES
+    )
+    definitions = {d.name: d.description for d in labels.LABELS}
+
+    report_eval: dict[str, Any] = {"available": False}
+    if (ev := runs.get(pipeline_def.EVALUATOR)) and ev.outputs.get("evaluation") and ev.state in ("complete", "cached"):
+        uri = ev.outputs["evaluation"][0].uri
+        results = evaluation.load_eval_results(uri, label_names)
+        report_eval = {
+            "available": True,
+            "uri": uri,
+            "has_baseline": results.has_baseline,
+            "slices": ordered_slices(results),
+            "metrics": results.metrics,
+            "cross_auc": results.to_dict()["cross_auc"],
+            "tfma_validation_ok": results.validation_ok,
+            **curves(uri, label_names),
+        }
+
+    data: dict[str, Any] = {
+        "data_dir": _execution_property(store, run_id, pipeline_def.EXAMPLE_GEN, "input_base"),
+        "files_found": summary.get("files_found"),
+        "spans": summary.get("spans"),
+        "splits": {},
+        "quarantined": {"total": summary.get("quarantined"), "by_reason": summary.get("quarantined_by_reason", {}),
+                        "files": []},
+        "anomalies": None,
+        "drift": summary.get("drift"),
+    }
+    data["synthetic"] = is_synthetic_data(data["data_dir"])
+    if (gen := runs.get(pipeline_def.EXAMPLE_GEN)) and gen.outputs.get("examples"):
+        from components.image_example_gen.ingest import read_quarantine  # noqa: PLC0415
+
+        examples = gen.outputs["examples"][0]
+        data["splits"] = label_frequencies(examples.uri, _split_names(examples))
+        data["quarantined"]["files"] = read_quarantine(examples.uri)[:MAX_LISTED_QUARANTINE]
+    if (validator := runs.get(pipeline_def.EXAMPLE_VALIDATOR)) and validator.outputs.get("anomalies"):
+        from components.anomaly_gate import describe_anomalies  # noqa: PLC0415
+
+        anomalies = validator.outputs["anomalies"][0]
+        data["anomalies"] = describe_anomalies(anomalies.uri, _split_names(anomalies))
+
+    return {
+        "format": FORMAT_VERSION,
+        "generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "run": {"run_id": run_id, "components": states},
+        "verdict": _verdict(summary, gates_record, states),
+        "labels": [{"name": n, "definition": definitions.get(n, "")} for n in label_names],
+        "model": model,
+        "evaluation": report_eval,
+        "data": data,
+    }
+
+
+def report_dir(pipeline_root: str, run_id: str) -> str:
+    """Where a run's report files go: <pipeline_root>/reports/<run id>/."""
+    return os.path.join(pipeline_root, REPORTS_DIR, run_id)
+
+
+def write_report(report: dict[str, Any], out_dir: str) -> dict[str, str]:
+    """Writes report.json, report.html and model_card.md.
+
+    Args:
+      report: from build_report.
+      out_dir: the folder (created if needed).
+
+    Returns:
+      {"json": path, "html": path, "model_card": path}.
+    """
+    from components.report import html, model_card  # noqa: PLC0415
+
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {
+        "json": os.path.join(out_dir, REPORT_JSON),
+        "html": os.path.join(out_dir, REPORT_HTML),
+        "model_card": os.path.join(out_dir, MODEL_CARD),
+    }
+    # allow_nan=False: a NaN would make the JSON unreadable for strict parsers; NaNs are None already.
+    with open(paths["json"], "w") as f:
+        json.dump(report, f, indent=1, sort_keys=True, allow_nan=False)
+    with open(paths["html"], "w", encoding="utf-8") as f:
+        f.write(html.render_html(report))
+    with open(paths["model_card"], "w", encoding="utf-8") as f:
+        f.write(model_card.render_model_card(report))
+    return paths
+
+
+def generate_report(metadata_path: str, pipeline_root: str, run_id: str | None = None,
+                    pipeline_name: str | None = None) -> dict[str, str]:
+    """Builds and writes the report of one run (the latest by default) from a SQLite ML Metadata store.
+
+    Args:
+      metadata_path: the SQLite ML Metadata file.
+      pipeline_root: the pipeline root; files go to <pipeline_root>/reports/<run id>/.
+      run_id: the run; None for the latest run (of pipeline_name, when given).
+      pipeline_name: restricts "latest" to this pipeline.
+
+    Returns:
+      The written paths (see write_report) plus "run_id".
+
+    Raises:
+      ValueError: no such store or run.
+    """
+    if not os.path.exists(metadata_path):
+        raise ValueError(f"no ML Metadata store at {metadata_path}")
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = metadata_path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    store = metadata_store.MetadataStore(config)
+    if run_id is None:
+        found = run_ids(store, pipeline_name)
+        if not found:
+            raise ValueError(f"no pipeline runs recorded in {metadata_path}")
+        run_id = found[-1]
+    paths = write_report(build_report(store, run_id), report_dir(pipeline_root, run_id))
+    return {**paths, "run_id": run_id}

@@ -1,0 +1,527 @@
+"""Renders a report dict (components.report.build) as one self-contained HTML page.
+
+No network and no JavaScript: CSS is inline, plots are inline SVG drawn with matplotlib
+(no pyplot, no GUI backend), and long lists fold into <details>. The page opens from disk.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from components import evaluation
+
+TABLE_METRICS: tuple[tuple[str, str], ...] = (
+    ("auc", "AUC"),
+    ("auc_precision_recall", "PR-AUC"),
+    ("f1_score", "F1 at 0.5"),
+    ("precision", "precision at 0.5"),
+    ("recall", "recall at 0.5"),
+    ("calibration_gap", "calibration: mean prediction - mean label"),
+)
+AVERAGE_METRICS: tuple[tuple[str, str], ...] = (
+    ("auc", "AUC"),
+    ("auc_precision_recall", "PR-AUC"),
+    ("precision", "precision@0.5"),
+    ("recall", "recall@0.5"),
+    ("f1_score", "F1@0.5"),
+)
+
+CSS = """
+body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;color:#1f2328;background:#fff}
+main{max-width:1400px;margin:0 auto;padding:16px 24px 48px}
+h1{font-size:1.5em;margin:.2em 0}
+h2{font-size:1.25em;margin-top:1.8em;border-bottom:1px solid #d0d7de;padding-bottom:.2em}
+h3{font-size:1.05em;margin-top:1.2em}
+.meta{color:#57606a;font-size:.9em}
+.verdict{border-radius:8px;padding:14px 18px;margin:14px 0;font-size:1.15em;font-weight:600}
+.verdict.pass{background:#dafbe1;border:2px solid #1a7f37;color:#0f5323}
+.verdict.fail{background:#ffebe9;border:2px solid #cf222e;color:#82071e}
+.verdict.none{background:#f6f8fa;border:2px solid #8c959f;color:#424a53}
+table{border-collapse:collapse;font-size:.85em;margin:6px 0 12px}
+th,td{border:1px solid #d0d7de;padding:3px 7px;text-align:right;white-space:nowrap}
+th{background:#f6f8fa;font-weight:600}
+td.l,th.l{text-align:left;white-space:normal}
+tr.group th{background:#eaeef2;text-align:left}
+td.small{color:#8c959f;font-style:italic}
+td.na{color:#8c959f}
+.badge{display:inline-block;border-radius:10px;padding:1px 9px;font-size:.85em;font-weight:600;color:#fff}
+.badge.pass{background:#1a7f37}.badge.fail{background:#cf222e}.badge.na{background:#8c959f}
+.scroll{overflow-x:auto}
+.note{color:#57606a;font-size:.88em;max-width:1000px}
+svg{max-width:100%;height:auto}
+details{margin:6px 0}summary{cursor:pointer;color:#0969da}
+code{background:#f6f8fa;padding:0 3px;border-radius:3px}
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _num(x: float | None, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _badge(passed: bool | None) -> str:
+    if passed is True:
+        return '<span class="badge pass">PASS</span>'
+    if passed is False:
+        return '<span class="badge fail">FAIL</span>'
+    return '<span class="badge na">N/A</span>'
+
+
+def _heat(value: float | None, lo: float = 0.5, hi: float = 1.0) -> str:
+    """Background from red (lo) to green (hi) for scores where higher is better."""
+    if value is None:
+        return ""
+    t = min(max((value - lo) / (hi - lo), 0.0), 1.0)
+    return f' style="background:hsl({int(120 * t)},70%,88%)"'
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[str] | str], left: int = 1) -> str:
+    """A table whose first ``left`` columns are left-aligned.
+
+    Args:
+      headers: header cells (HTML).
+      rows: lists of cells (HTML; a cell starting with "<td" is used as is), or a string for a
+        group header row spanning the table.
+      left: how many leading columns are left-aligned.
+
+    Returns:
+      The table, in a horizontally scrolling div.
+    """
+    head = "".join(f'<th class="l">{h}</th>' if i < left else f"<th>{h}</th>" for i, h in enumerate(headers))
+    body = []
+    for row in rows:
+        if isinstance(row, str):  # a group header spanning the table
+            body.append(f'<tr class="group"><th class="l" colspan="{len(headers)}">{row}</th></tr>')
+            continue
+        cells = []
+        for i, cell in enumerate(row):
+            if cell.startswith("<td"):
+                cells.append(cell)
+            else:
+                cells.append(f'<td class="l">{cell}</td>' if i < left else f"<td>{cell}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+
+
+# --- plots ---------------------------------------------------------------------------------------
+
+_svg_count = 0
+
+
+def _svg(fig: Any) -> str:
+    """Serializes a matplotlib Figure to an inline <svg> with document-unique ids."""
+    import matplotlib  # noqa: PLC0415
+
+    global _svg_count  # noqa: PLW0603  (a counter only makes ids unique within one page)
+    _svg_count += 1
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "facepipe"}):
+        fig.savefig(buffer, format="svg")  # fixed margins: a "tight" bbox costs seconds per figure
+    text = buffer.getvalue()
+    text = text[text.index("<svg"):]  # drop the XML declaration and DOCTYPE (invalid inside HTML)
+    # No URL may appear in the page: drop the RDF metadata block and the namespace declarations,
+    # which HTML's parser supplies itself for inline SVG (xlink:href included).
+    text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.DOTALL)
+    text = re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", text)
+    prefix = f"p{_svg_count}-"
+    text = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{prefix}{m.group(1)}"', text)
+    text = re.sub(r"url\(#([^)]+)\)", lambda m: f"url(#{prefix}{m.group(1)})", text)
+    return re.sub(r'href="#([^"]+)"', lambda m: f'href="#{prefix}{m.group(1)}"', text)
+
+
+def _small_multiples(
+    label_names: Sequence[str], draw: Any, xlabel: str, ylabel: str, title: str
+) -> str:
+    from matplotlib.figure import Figure  # noqa: PLC0415  (no pyplot: no GUI backend, no global state)
+
+    cols = min(5, max(1, len(label_names)))
+    rows = (len(label_names) + cols - 1) // cols
+    height = 2.3 * rows + 0.7  # inches: panels plus room for the title and the x labels
+    fig = Figure(figsize=(2.6 * cols, height))
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
+    for i, ax in enumerate(axes.flat):
+        if i >= len(label_names):
+            ax.set_visible(False)
+            continue
+        draw(ax, label_names[i])
+        ax.set_title(label_names[i], fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xticks([0, 0.5, 1])
+        ax.set_yticks([0, 0.5, 1])
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if i % cols == 0:
+            ax.set_ylabel(ylabel, fontsize=8)
+        if i // cols == rows - 1:
+            ax.set_xlabel(xlabel, fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.5 / height, top=1 - 0.6 / height, wspace=0.12, hspace=0.3)
+    return _svg(fig)
+
+
+def curve_svgs(report: dict[str, Any]) -> dict[str, str]:
+    """The ROC, PR and calibration small multiples (one panel per label) as inline SVG.
+
+    Args:
+      report: a report dict with evaluation.per_label curves.
+
+    Returns:
+      {"roc": svg, "pr": svg, "calibration": svg}; empty when there are no curves.
+    """
+    per_label = report["evaluation"].get("per_label") or {}
+    names = [lb["name"] for lb in report["labels"] if lb["name"] in per_label]
+    if not names:
+        return {}
+    models = ((evaluation.CANDIDATE, "-", "#0969da", "candidate"), (evaluation.BASELINE, "--", "#8c959f", "baseline"))
+
+    def draw_roc(ax: Any, name: str) -> None:
+        ax.plot([0, 1], [0, 1], ":", color="#bbbbbb", lw=0.8)
+        for model, style, color, text in models:
+            points = per_label[name].get(model, {}).get("roc")
+            if points:
+                ax.plot([0.0] + [p[0] for p in points] + [1.0], [0.0] + [p[1] for p in points] + [1.0],
+                        style, color=color, lw=1.3, label=text)
+        auc = report["evaluation"]["metrics"].get(evaluation.CANDIDATE, {}).get("overall", {}).get(name, {}).get("auc")
+        ax.text(0.97, 0.04, f"AUC {_num(auc)}", ha="right", fontsize=7)
+
+    def draw_pr(ax: Any, name: str) -> None:
+        for model, style, color, text in models:
+            points = per_label[name].get(model, {}).get("pr")
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], style, color=color, lw=1.3, label=text)
+
+    def draw_calibration(ax: Any, name: str) -> None:
+        ax.plot([0, 1], [0, 1], ":", color="#bbbbbb", lw=0.8)
+        for model, style, color, text in models:
+            buckets = per_label[name].get(model, {}).get("calibration")
+            if buckets:
+                ax.plot([b[4] for b in buckets], [b[3] for b in buckets], style, marker="o", ms=2.5, color=color,
+                        lw=1.1, label=text)
+
+    return {
+        "roc": _small_multiples(names, draw_roc, "false positive rate", "true positive rate",
+                                "ROC curves, overall eval split (solid: candidate, dashed: baseline)"),
+        "pr": _small_multiples(names, draw_pr, "recall", "precision",
+                               "Precision-recall curves, overall eval split (solid: candidate, dashed: baseline)"),
+        "calibration": _small_multiples(names, draw_calibration, "mean predicted probability", "fraction positive",
+                                        "Calibration, 10 score buckets (dotted: perfect calibration)"),
+    }
+
+
+# --- sections ------------------------------------------------------------------------------------
+
+
+def _verdict_section(report: dict[str, Any]) -> str:
+    verdict = report["verdict"]
+    kind = {"pushed": "pass", "blessed, not pushed": "fail", "not blessed": "fail"}.get(verdict["status"], "none")
+    parts = [f'<div class="verdict {kind}" id="verdict">{_e(verdict["headline"])}</div>']
+    rows = []
+    for gate in verdict["gates"]:
+        threshold = gate["threshold"]
+        rows.append([
+            f'<b>{_e(gate["name"])}</b><br><span class="note">{_e(gate["title"])}</span>',
+            _badge(gate["passed"]),
+            _num(gate["value"]),
+            "n/a" if threshold is None else f"{threshold:g}",
+            f'<td class="l">{_e(gate["summary"])}</td>',
+        ])
+    if rows:
+        parts.append(_table(["gate", "result", "value", "threshold", "details"], rows, left=1))
+    settings = verdict.get("settings")
+    if settings:
+        parts.append('<p class="note">Gate settings: ' + ", ".join(
+            f"<code>{_e(k)}={_e(v)}</code>" for k, v in sorted(settings.items())) + "</p>")
+    facts = [f"Pushed model: <code>{_e(verdict['pushed_model'] or 'none')}</code>",
+             f"Baseline (latest blessed model): <code>{_e(verdict['baseline_model'] or 'none')}</code>"]
+    if verdict.get("incomplete_components"):
+        facts.append("Components that did not complete: " + _e(", ".join(verdict["incomplete_components"])))
+    parts.append('<p class="note">' + "<br>".join(facts) + "</p>")
+    return "".join(parts)
+
+
+def _metric(report: dict[str, Any], metric: str, label: str, slice_: str = "overall",
+            model: str = evaluation.CANDIDATE) -> float | None:
+    by_label = report["evaluation"]["metrics"].get(model, {}).get(slice_, {}).get(label, {})
+    if metric in ("auc", "auc_precision_recall") and model != evaluation.DIFF:
+        # TFMA reports AUC 0 (not NaN) for a slice without positives or without negatives.
+        pn = _positives(report, label, slice_, model)
+        if pn is not None and min(pn) == 0:
+            return None
+    if metric == "calibration_gap":
+        p, y = by_label.get("mean_prediction"), by_label.get("mean_label")
+        return None if p is None or y is None else p - y
+    return by_label.get(metric)
+
+
+def _positives(report: dict[str, Any], label: str, slice_: str,
+               model: str = evaluation.CANDIDATE) -> tuple[int, int] | None:
+    count = _metric(report, "example_count", evaluation.AGGREGATE, slice_, model)
+    mean = _metric(report, "mean_label", label, slice_, model)
+    if count is None or mean is None:
+        return None
+    pos = round(mean * count)
+    return pos, round(count) - pos
+
+
+def _overall_section(report: dict[str, Any]) -> str:
+    names = [lb["name"] for lb in report["labels"]]
+    has_base = report["evaluation"].get("has_baseline")
+    rows = []
+    for kind in ("macro", "micro"):
+        row = [f"{kind} average"]
+        for metric, _ in AVERAGE_METRICS:
+            name = evaluation.MACRO_AUC if (kind, metric) == ("macro", "auc") else f"{kind}_{metric}"
+            value = _metric(report, name, evaluation.AGGREGATE)
+            cell = _num(value)
+            if has_base:
+                base = _metric(report, name, evaluation.AGGREGATE, model=evaluation.BASELINE)
+                cell += f' <span class="note">(baseline {_num(base)})</span>'
+            row.append(cell)
+        rows.append(row)
+    out = ["<h3>Averages over labels (overall eval split)</h3>",
+           _table(["average", *(t for _, t in AVERAGE_METRICS)], rows)]
+    definitions = {lb["name"]: lb["definition"] for lb in report["labels"]}
+    rows = []
+    for name in names:
+        pn = _positives(report, name, "overall")
+        auc = _metric(report, "auc", name)
+        rows.append([
+            f"<b>{_e(name)}</b>", _e(definitions.get(name, "")),
+            "n/a" if pn is None else f"{pn[0]} / {pn[1]}",
+            f"<td{_heat(auc)}>{_num(auc)}</td>",
+            _num(_metric(report, "auc_precision_recall", name)),
+            _num(_metric(report, "precision", name)), _num(_metric(report, "recall", name)),
+            _num(_metric(report, "f1_score", name)),
+            _num(_metric(report, "mean_label", name)), _num(_metric(report, "mean_prediction", name)),
+        ])
+    out += ["<h3>Per label (overall eval split)</h3>",
+            _table(["label", "definition", "positives / negatives", "AUC", "PR-AUC", "precision@0.5", "recall@0.5",
+                    "F1@0.5", "mean label", "mean prediction"], rows, left=2)]
+    return "".join(out)
+
+
+def _slice_tables(report: dict[str, Any]) -> str:
+    names = [lb["name"] for lb in report["labels"]]
+    slices = report["evaluation"]["slices"]
+    settings = report["verdict"].get("settings") or {}
+    min_count = settings.get("fairness_min_count", evaluation.GateSettings().fairness_min_count)
+    out = [f'<p class="note">Rows are slices of the eval split, columns are labels. Grey italic cells: the slice has '
+           f"fewer than {min_count} positives or negatives of that label, too few to trust (hover a cell for the "
+           "counts). n/a: not computable (no positives or no negatives).</p>"]
+    for metric, title in TABLE_METRICS:
+        rows = []
+        group = None
+        for s in slices:
+            if s["group"] != group:
+                group = s["group"]
+                rows.append(_e(group))
+            row = [_e(s["name"]), _num(s["example_count"], 0)]
+            for name in names:
+                value = _metric(report, metric, name, s["name"])
+                pn = _positives(report, name, s["name"])
+                small = pn is None or min(pn) < min_count
+                tip = "" if pn is None else f' title="{pn[0]} positives / {pn[1]} negatives"'
+                heat = "" if metric == "calibration_gap" or small else _heat(value, 0.5 if "auc" in metric else 0.0)
+                cls = "small" if small else ("na" if value is None else "")
+                text = _num(value) if metric != "calibration_gap" or value is None else f"{value:+.3f}"
+                row.append(f'<td class="{cls}"{tip}{heat}>{text}</td>')
+            rows.append(row)
+        headers = ["slice", "examples", *(_e(n) for n in names)]
+        out.append(f"<h3>{_e(title)}</h3>{_table(headers, rows, left=1)}")
+    return "".join(out)
+
+
+def _fairness_section(report: dict[str, Any]) -> str:
+    gates = [g for g in report["verdict"]["gates"] if g["name"].startswith(evaluation.GATE_FAIRNESS_PREFIX)]
+    if not gates:
+        return '<p class="note">The fairness gate was off for this run.</p>'
+    out = []
+    for gate in gates:
+        out.append(f"<h3>{_e(gate['title'])} {_badge(gate['passed'])}</h3><p class='note'>{_e(gate['summary'])}</p>")
+        groups: list[str] = []
+        for detail in gate["details"]:
+            for pair in detail.get("pairs", []):
+                for g in pair["groups"]:
+                    if g not in groups:
+                        groups.append(g)
+        rows = []
+        for detail in gate["details"]:
+            aucs: dict[str, tuple[float | None, int, int]] = {}
+            for pair in detail.get("pairs", []):
+                for i, g in enumerate(pair["groups"]):
+                    aucs[g] = (pair["auc"][i], pair["positives"][i], pair["negatives"][i])
+            cells = []
+            for g in groups:
+                if g in aucs:
+                    auc, pos, neg = aucs[g]
+                    cells.append(f'<td title="{pos} positives / {neg} negatives">{_num(auc)} '
+                                 f'<span class="note">({pos}/{neg})</span></td>')
+                else:
+                    cells.append('<td class="na">-</td>')
+            status = detail["status"]
+            badge = {"passed": _badge(True), "failed": _badge(False)}.get(
+                status, f'<span class="note">{_e(status)}</span>'
+            )
+            rows.append([f"<b>{_e(detail['label'])}</b>", *cells, _num(detail.get("max_gap")), badge])
+        out.append(_table(["label", *(f"AUC {_e(g)} (pos/neg)" for g in groups), "largest judged gap", "status"], rows))
+        pair_rows = []
+        for detail in gate["details"]:
+            for pair in detail.get("pairs", []):
+                verdict = _badge(pair["passed"]) if pair["judged"] else '<span class="note">not judged</span>'
+                pair_rows.append([_e(detail["label"]), _e(" vs ".join(pair["groups"])), _num(pair["gap"]),
+                                  f"{pair['positives'][0]}/{pair['negatives'][0]} vs {pair['positives'][1]}/"
+                                  f"{pair['negatives'][1]}", verdict])
+        if pair_rows:
+            out.append(f"<details><summary>Every comparison ({len(pair_rows)})</summary>"
+                       + _table(["label", "groups", "AUC gap", "pos/neg", "result"], pair_rows, left=2) + "</details>")
+    return "".join(out)
+
+
+def _baseline_section(report: dict[str, Any]) -> str:
+    if not report["evaluation"].get("has_baseline"):
+        return ('<p class="note">No baseline: there was no earlier blessed model to compare with (the first model, '
+                "or every earlier one failed a gate).</p>")
+    rows = []
+    entries = [(evaluation.AGGREGATE, "<b>macro average</b>")] + [(lb["name"], f"<b>{_e(lb['name'])}</b>")
+                                                                   for lb in report["labels"]]
+    for label, title in entries:
+        row = [title]
+        for base_metric in ("auc", "auc_precision_recall", "f1_score"):
+            metric = base_metric
+            if label == evaluation.AGGREGATE:
+                metric = evaluation.MACRO_AUC if base_metric == "auc" else f"macro_{base_metric}"
+            diff = _metric(report, metric, label, model=evaluation.DIFF)
+            baseline = _metric(report, metric, label, model=evaluation.BASELINE)
+            row += [_num(_metric(report, metric, label)), _num(baseline),
+                    "n/a" if diff is None else f"<b>{diff:+.3f}</b>" if abs(diff) >= 0.02 else f"{diff:+.3f}"]
+        rows.append(row)
+    headers = ["label", *(f"{m} {w}" for m in ("AUC", "PR-AUC", "F1@0.5") for w in ("candidate", "baseline", "change"))]
+    return (f'<p class="note">Baseline model: <code>{_e(report["verdict"]["baseline_model"])}</code>, evaluated on '
+            "the same eval split. Changes of 0.02 or more are bold.</p>" + _table(headers, rows))
+
+
+def _co_prediction_section(report: dict[str, Any]) -> str:
+    co = report["evaluation"].get("co_prediction") or {}
+    rates = co.get("rates")
+    if not rates:
+        return ""
+    names = [lb["name"] for lb in report["labels"]]
+    rows = []
+    for i, name in enumerate(names):
+        row = [f"<b>{_e(name)}</b>"]
+        for j in range(len(names)):
+            value = rates[i][j] if i < len(rates) and j < len(rates[i]) else None
+            shade = "" if value is None else f' style="background:rgba(9,105,218,{0.45 * value:.2f})"'
+            row.append(f"<td{shade}>{_num(value, 2)}</td>")
+        rows.append(row)
+    return ("<h3>Multi-label confusion at 0.5</h3><p class='note'>Row: examples that have the label; column: the "
+            "fraction of them predicted positive for that label (the diagonal is recall).</p>"
+            + _table(["has label \\ predicted", *(_e(n) for n in names)], rows))
+
+
+def _data_section(report: dict[str, Any]) -> str:
+    data = report["data"]
+    names = [lb["name"] for lb in report["labels"]]
+    out = []
+    facts = [f"Data folder: <code>{_e(data.get('data_dir') or 'unknown')}</code>"]
+    if data.get("synthetic"):
+        facts.append("<b>This is the bundled synthetic data set</b> (generated cartoon faces), not real photos.")
+    if data.get("files_found") is not None:
+        facts.append(f"Files found: {data['files_found']}")
+    if data.get("spans"):
+        facts.append(f"Spans read: {data['spans'][0]}-{data['spans'][1]}")
+    out.append('<p class="note">' + "<br>".join(facts) + "</p>")
+    splits = data.get("splits") or {}
+    if splits:
+        rows = []
+        for split, info in splits.items():
+            n = info["examples"]
+            rows.append([f"<b>{_e(split)}</b>", str(n), *(
+                f"{info['label_positives'].get(name, 0)} ({100 * info['label_positives'].get(name, 0) / n:.0f}%)"
+                if n else "0" for name in names)])
+        out += ["<h3>Examples and label frequencies per split</h3>",
+                _table(["split", "examples", *(_e(n) for n in names)], rows)]
+        group_rows = []
+        for kind in ("gender", "race", "age"):
+            groups = []
+            for info in splits.values():
+                for g in info["groups"].get(kind, {}):
+                    if g not in groups:
+                        groups.append(g)
+            for g in groups:
+                group_rows.append([_e(kind), _e(g), *(str(info["groups"].get(kind, {}).get(g, 0))
+                                                       for info in splits.values())])
+        out += ["<h3>Group sizes per split</h3>",
+                _table(["attribute", "group", *(_e(s) for s in splits)], group_rows, left=2)]
+    quarantined = data.get("quarantined") or {}
+    total = quarantined.get("total")
+    out.append(f"<h3>Quarantined files: {_e('n/a' if total is None else total)}</h3>")
+    if quarantined.get("by_reason"):
+        out.append(_table(["reason", "files"], [[_e(r), str(c)] for r, c in sorted(quarantined["by_reason"].items())]))
+        files = quarantined.get("files") or []
+        if files:
+            listed = [[_e(f.get("path", "")), _e(f.get("reason", "")), _e(f.get("message", ""))] for f in files]
+            out.append(f"<details><summary>Files ({len(files)} listed)</summary>"
+                       + _table(["file", "reason", "message"], listed, left=3) + "</details>")
+    anomalies = data.get("anomalies")
+    out.append("<h3>Data validation (ExampleValidator)</h3>")
+    if anomalies is None:
+        out.append('<p class="note">ExampleValidator did not run.</p>')
+    elif anomalies:
+        out.append("<ul>" + "".join(f"<li>{_e(a)}</li>" for a in anomalies) + "</ul>")
+    else:
+        out.append("<p>No anomalies: every split matches the curated schema.</p>")
+    drift = data.get("drift")
+    if drift:
+        out.append(f"<p>Label drift check: <b>{_e(drift.get('status', ''))}</b> {_e(drift.get('message', ''))}</p>")
+    return "".join(out)
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """Renders the whole page.
+
+    Args:
+      report: from components.report.build.build_report (or the same structure).
+
+    Returns:
+      The HTML document as a string.
+    """
+    run_id = report["run"]["run_id"]
+    sections = [
+        f"<h1>facepipe evaluation report</h1><p class='meta'>Run <code>{_e(run_id)}</code> - generated "
+        f"{_e(report['generated_at'])} - model <code>{_e(report['model'].get('uri') or 'none')}</code></p>",
+        "<h2 id='gates'>Verdict and gates</h2>",
+        _verdict_section(report),
+    ]
+    if report["evaluation"].get("available"):
+        svgs = curve_svgs(report)
+        sections += [
+            "<h2 id='metrics'>Metrics</h2>", _overall_section(report),
+            "<h2 id='slices'>Labels x slices</h2>", _slice_tables(report),
+            "<h2 id='fairness'>Fairness: AUC gaps between groups</h2>", _fairness_section(report),
+            "<h2 id='curves'>ROC, precision-recall and calibration</h2>",
+            *(f"<div>{svgs[k]}</div>" for k in ("roc", "pr", "calibration") if k in svgs),
+            _co_prediction_section(report),
+            "<h2 id='baseline'>Comparison with the baseline model</h2>", _baseline_section(report),
+        ]
+    else:
+        sections.append("<p class='note'>No evaluation: the Evaluator did not complete in this run.</p>")
+    sections += ["<h2 id='data'>Data</h2>", _data_section(report)]
+    sections.append(
+        "<p class='note'>Regenerate with <code>python -m components.report --pipeline-root &lt;pipeline root&gt; "
+        f"--run-id {_e(run_id)}</code>; the same numbers are in report.json beside this file.</p>"
+    )
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>facepipe report {_e(run_id)}</title><style>{CSS}</style></head>"
+        f"<body><main>{''.join(sections)}</main></body></html>\n"
+    )
