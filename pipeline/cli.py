@@ -92,7 +92,7 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, setup_file_default: str 
         type=_float_or_none,
         default=defaults.min_label_auc,
         metavar="AUC|none",
-        help="bless only models whose every label reaches this AUC on the eval split",
+        help="bless only models whose every label reaches this AUC on the eval split (default: none, e.g. 0.6)",
     )
     parser.add_argument(
         "--label-auc-floor",

@@ -63,7 +63,7 @@ class PipelineConfig:
       fine_tune_epochs: epochs of that fine-tuning phase.
       min_macro_auc: the Evaluator blesses only above this macro-average AUC.
       max_auc_regression: allowed macro-AUC drop against the latest blessed model.
-      min_label_auc: AUC floor of every label on the eval split (None: none), see components.evaluation.
+      min_label_auc: AUC floor of every label on the eval split (None: off), see components.evaluation.
       label_auc_floors: (label name, floor) pairs overriding min_label_auc for single labels.
       max_fairness_gap: largest allowed AUC gap of a label between two race groups or two genders
         (None: no fairness gate).
@@ -98,7 +98,7 @@ class PipelineConfig:
     fine_tune_epochs: int = 3
     min_macro_auc: float = 0.7
     max_auc_regression: float = 0.02
-    min_label_auc: float | None = 0.6
+    min_label_auc: float | None = None
     label_auc_floors: tuple[tuple[str, float], ...] = ()
     max_fairness_gap: float | None = 0.15
     fairness_min_count: int = 20

@@ -235,6 +235,14 @@ def format_summary(summary: dict[str, Any], config: PipelineConfig) -> str:
     if summary["quarantined"] is not None:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(summary["quarantined_by_reason"].items()))
         lines.append(f"  quarantined: {summary['quarantined']}" + (f" ({reasons})" if reasons else ""))
+    if summary.get("files_found") is not None:
+        spans = summary.get("spans")
+        span_text = f" in span {spans[0]}" if spans and spans[0] == spans[1] else (
+            f" in spans {spans[0]}-{spans[1]}" if spans else ""
+        )
+        lines.append(f"  files found: {summary['files_found']}{span_text} (every one ingested or quarantined)")
+    if drift := summary.get("drift"):
+        lines.append(f"  label drift vs previous span: {drift.get('status')}: {drift.get('message', '')}".rstrip(": "))
     if summary["per_label_auc"]:
         lines.append("  per-label AUC (eval split):")
         for name, auc in summary["per_label_auc"].items():

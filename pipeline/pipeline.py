@@ -50,7 +50,8 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
 
     ImageExampleGen -> StatisticsGen -> ExampleValidator (vs the curated schema) ->
     AnomalyGate (stops on anomalies) -> Transform -> Trainer -> Evaluator (vs thresholds and
-    the latest blessed model) -> Pusher (blessed models only).
+    the latest blessed model) -> EvaluationGate (every gate; its blessing decides) -> Pusher
+    (blessed models only).
 
     Args:
       config: the run's settings.

@@ -28,7 +28,7 @@ def _per_label_specs(config: tfma.EvalConfig) -> list[tfma.MetricsSpec]:
 
 
 def test_eval_config_for_a_three_label_list():
-    gates = GateSettings(label_auc_floors=(("dog", 0.8),))
+    gates = GateSettings(min_label_auc=0.6, label_auc_floors=(("dog", 0.8),))
     config = evaluation.build_eval_config(LABELS3, gates, fairness_exempt={})
     per_label = _per_label_specs(config)
     assert [list(s.binarize.class_ids.values) for s in per_label] == [[0], [1], [2]]
@@ -68,7 +68,7 @@ def test_default_labels_are_not_compared_across_the_attribute_that_defines_them(
 
 
 def test_gates_that_are_off_leave_no_thresholds():
-    gates = GateSettings(min_label_auc=None, max_fairness_gap=None, max_auc_regression=None)
+    gates = GateSettings(max_fairness_gap=None, max_auc_regression=None)  # and no label floor: the default
     config = evaluation.build_eval_config(LABELS3, gates)
     assert not config.cross_slicing_specs
     assert not any(_auc_metric(s).per_slice_thresholds for s in _per_label_specs(config))
@@ -82,6 +82,7 @@ def test_gates_that_are_off_leave_no_thresholds():
     "kwargs, message",
     [
         ({"label_auc_floors": (("wolf", 0.7),)}, "unknown label 'wolf'"),
+        ({"label_auc_floors": (("dog", 1.2),)}, "floor for dog"),
         ({"max_fairness_gap": 1.5}, "fairness gap"),
         ({"fairness_min_count": 0}, "min count"),
         ({"min_label_auc": -0.1}, "min label AUC"),

@@ -85,7 +85,10 @@ def _report(pushed: bool) -> dict:
                                 "groups": {"race": {"x": 120, "y": 80}}}},
             "quarantined": {"total": 10, "by_reason": {"name_mismatch": 9, "undecodable_image": 1},
                             "files": [{"path": "/data/faces/bad name.jpg", "reason": "name_mismatch",
-                                       "message": "file name 'bad name.jpg' does not match"}]},
+                                       "message": "file name 'bad name.jpg' does not match"},
+                                      # File names are data: this one must be shown, not run.
+                                      {"path": "/data/faces/<img src=x onerror=alert(1)>.jpg",
+                                       "reason": "name_mismatch", "message": "does not match"}]},
             "anomalies": ["eval: feature 'age': Out-of-range values"],
             "drift": None,
         },
@@ -113,6 +116,7 @@ def test_html_is_self_contained():
     page = html.render_html(_report(pushed=True))
     assert "http://" not in page and "https://" not in page and "//cdn" not in page
     assert not re.search(r"<(script|link|img|iframe)\b", page)
+    assert "&lt;img src=x onerror=alert(1)&gt;.jpg" in page
     assert page.count("<svg") == 3  # ROC, PR, calibration
     ids = re.findall(r'\bid="([^"]+)"', page)
     assert len(ids) == len(set(ids))  # the inline SVGs do not clash

@@ -386,7 +386,13 @@ def build_report(store: metadata_store.MetadataStore, run_id: str) -> dict[str, 
 
 
 def report_dir(pipeline_root: str, run_id: str) -> str:
-    """Where a run's report files go: <pipeline_root>/reports/<run id>/."""
+    """Where a run's report files go: <pipeline_root>/reports/<run id>/.
+
+    Raises:
+      ValueError: the run id is not a plain folder name (it must not lead out of reports/).
+    """
+    if not run_id or run_id in (".", "..") or "/" in run_id or os.sep in run_id:
+        raise ValueError(f"run id {run_id!r} cannot name a report folder")
     return os.path.join(pipeline_root, REPORTS_DIR, run_id)
 
 

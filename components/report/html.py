@@ -112,15 +112,13 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str] | str], left: in
 
 # --- plots ---------------------------------------------------------------------------------------
 
-_svg_count = 0
+def _svg(fig: Any, prefix: str) -> str:
+    """Serializes a matplotlib Figure to an inline <svg> whose ids all start with ``prefix``.
 
-
-def _svg(fig: Any) -> str:
-    """Serializes a matplotlib Figure to an inline <svg> with document-unique ids."""
+    Several SVGs share one HTML document, so their ids (clip paths, markers) must not collide.
+    """
     import matplotlib  # noqa: PLC0415
 
-    global _svg_count  # noqa: PLW0603  (a counter only makes ids unique within one page)
-    _svg_count += 1
     buffer = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "facepipe"}):
         fig.savefig(buffer, format="svg")  # fixed margins: a "tight" bbox costs seconds per figure
@@ -130,14 +128,13 @@ def _svg(fig: Any) -> str:
     # which HTML's parser supplies itself for inline SVG (xlink:href included).
     text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.DOTALL)
     text = re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", text)
-    prefix = f"p{_svg_count}-"
     text = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{prefix}{m.group(1)}"', text)
     text = re.sub(r"url\(#([^)]+)\)", lambda m: f"url(#{prefix}{m.group(1)})", text)
     return re.sub(r'href="#([^"]+)"', lambda m: f'href="#{prefix}{m.group(1)}"', text)
 
 
 def _small_multiples(
-    label_names: Sequence[str], draw: Any, xlabel: str, ylabel: str, title: str
+    label_names: Sequence[str], draw: Any, xlabel: str, ylabel: str, title: str, prefix: str
 ) -> str:
     from matplotlib.figure import Figure  # noqa: PLC0415  (no pyplot: no GUI backend, no global state)
 
@@ -164,7 +161,7 @@ def _small_multiples(
             ax.set_xlabel(xlabel, fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(left=0.06, right=0.99, bottom=0.5 / height, top=1 - 0.6 / height, wspace=0.12, hspace=0.3)
-    return _svg(fig)
+    return _svg(fig, prefix)
 
 
 def curve_svgs(report: dict[str, Any]) -> dict[str, str]:
@@ -208,11 +205,12 @@ def curve_svgs(report: dict[str, Any]) -> dict[str, str]:
 
     return {
         "roc": _small_multiples(names, draw_roc, "false positive rate", "true positive rate",
-                                "ROC curves, overall eval split (solid: candidate, dashed: baseline)"),
+                                "ROC curves, overall eval split (solid: candidate, dashed: baseline)", "roc-"),
         "pr": _small_multiples(names, draw_pr, "recall", "precision",
-                               "Precision-recall curves, overall eval split (solid: candidate, dashed: baseline)"),
+                               "Precision-recall curves, overall eval split (solid: candidate, dashed: baseline)",
+                               "pr-"),
         "calibration": _small_multiples(names, draw_calibration, "mean predicted probability", "fraction positive",
-                                        "Calibration, 10 score buckets (dotted: perfect calibration)"),
+                                        "Calibration, 10 score buckets (dotted: perfect calibration)", "cal-"),
     }
 
 
