@@ -68,7 +68,7 @@ def EvaluationGate(
     model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
     blessing: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.ModelBlessing],
     label_names: tfx.dsl.components.Parameter[str],
-    fairness_min_count: tfx.dsl.components.Parameter[int] = 20,
+    fairness_min_count: tfx.dsl.components.Parameter[int] = evaluation.GateSettings.fairness_min_count,
     code_version: tfx.dsl.components.Parameter[str] = "",
 ) -> None:
     """Writes a ModelBlessing that is positive only when every gate passed.

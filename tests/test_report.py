@@ -230,3 +230,14 @@ def test_console_summary_prints_gates_and_report_path(e2e_runs):
     text = format_summary(first, config)
     assert f"report: {first['report']}" in text
     assert "gates:" in text and "pass macro_auc_floor" in text and "fairness_race" in text
+
+
+def test_a_run_stopped_before_evaluation_still_gets_a_report():
+    report = _report(pushed=False)
+    report["evaluation"] = {"available": False}
+    report["verdict"].update(status="not evaluated", gates=[], settings=None, incomplete_components=["AnomalyGate"],
+                             headline="NOT PUSHED: the model was not evaluated (the run stopped at AnomalyGate).")
+    text = _text(html.render_html(report))
+    assert "stopped at AnomalyGate" in text and "No evaluation" in text and "Out-of-range" in text
+    card = model_card.render_model_card(report)
+    assert "not evaluated in this run" in card and "## Limitations" in card

@@ -277,7 +277,8 @@ def _verdict(summary: dict[str, Any], gates_record: dict[str, Any] | None, state
         headline = "PUSHED (this run predates EvaluationGate: blessed by the Evaluator, no gate results recorded)."
     elif gates_record is None:
         status = "not evaluated"
-        where = f"the run did not complete {', '.join(stopped)}" if stopped else "no EvaluationGate output in this run"
+        where = (f"the run stopped at {', '.join(f'{n} ({states[n]})' for n in stopped)}" if stopped
+                 else "no EvaluationGate output in this run")
         headline = f"NOT PUSHED: the model was not evaluated ({where})."
     elif summary.get("pushed_model"):
         status = "pushed"
@@ -416,7 +417,7 @@ def write_report(report: dict[str, Any], out_dir: str) -> dict[str, str]:
     }
     # allow_nan=False: a NaN would make the JSON unreadable for strict parsers; NaNs are None already.
     with open(paths["json"], "w") as f:
-        json.dump(report, f, indent=1, sort_keys=True, allow_nan=False)
+        json.dump(report, f, indent=1, allow_nan=False)  # key order kept: splits train, eval, ...
     with open(paths["html"], "w", encoding="utf-8") as f:
         f.write(html.render_html(report))
     with open(paths["model_card"], "w", encoding="utf-8") as f:

@@ -45,8 +45,8 @@ def render_model_card(report: dict[str, Any]) -> str:
     lines += ["## Model details", ""]
     lines.append(f"- Model: `{model.get('uri') or 'none'}`"
                  + (f", input {model['image_size']}x{model['image_size']} RGB" if model.get("image_size") else ""))
-    lines.append("- Architecture: a frozen ImageNet-pretrained backbone with a small trained head; one sigmoid "
-                 "probability per label (multi-label).")
+    lines.append("- Architecture: an ImageNet-pretrained backbone (frozen unless fine-tuning was on) with a small "
+                 "trained head; one sigmoid probability per label (multi-label).")
     lines.append(f"- Decision: **{verdict['status']}**. {verdict['headline']}")
     lines.append(f"- Pushed to: `{verdict['pushed_model'] or 'not pushed'}`")
     lines.append(f"- Compared with: `{verdict['baseline_model'] or 'no earlier blessed model'}`")
