@@ -221,7 +221,7 @@ def _build_keras_backbone(
             model.load_weights(path)
         except (ValueError, OSError) as exc:
             raise ValueError(f"{path}: not {spec.builder} no-top ImageNet weights ({exc})") from exc
-        logger.info("loaded %s ImageNet weights from %s", spec.name, path)
+        logger.info("loaded %s weights from %s", spec.name, path)
     if spec.preprocessing == "inside":
         _set_efficientnet_normalization(model)
     return model
