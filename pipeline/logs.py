@@ -26,7 +26,8 @@ KNOWN_NOISE: tuple[str, ...] = (
     r"oneDNN custom operations are on",
     r"oneDNN supports DT_BOOL only on platforms with AVX-512",
     r"TF-TRT Warning: Could not find TensorRT",
-    r"RuntimeWarning: invalid value encountered in divide",  # TFMA rates on slices without positives
+    # TFMA's rates and PR-AUC on slices without positives or negatives:
+    r"tensorflow_model_analysis/.*RuntimeWarning: (invalid value|divide by zero) encountered in divide",
     r"tf_record_iterator \(from tensorflow\.python\.lib\.io\.tf_record\) is deprecated",
     r"Couldn't find python-snappy",
     r"ArtifactQuery\.property_predicate is not supported",

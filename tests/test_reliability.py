@@ -130,3 +130,10 @@ def test_odd_file_names_are_quarantined_as_data(name):
     assert isinstance(entry, ingest.QuarantineEntry) and entry.reason in {"name_mismatch", "hidden_file"}
     line = entry.to_json()
     assert "\n" not in line and json.loads(line)["path"] == f"/data/{name}"
+
+
+def test_tfma_empty_slice_warnings_are_noise_but_other_runtime_warnings_are_not():
+    tfma = "/x/site-packages/tensorflow_model_analysis/metrics/confusion_matrix_metrics.py:546: RuntimeWarning: "
+    assert logs.is_noise(tfma + "divide by zero encountered in divide")
+    assert logs.is_noise(tfma + "invalid value encountered in divide")
+    assert not logs.is_noise("/x/components/trainer/train.py:10: RuntimeWarning: divide by zero encountered in divide")
