@@ -17,18 +17,10 @@ REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_SERVING_DIR = os.path.join(REPO_ROOT, "outputs", "serving")
 
 
-def _threshold(text: str) -> tuple[str, float]:
-    name, sep, value = text.partition("=")
-    try:
-        if not sep or not name.strip():
-            raise ValueError
-        return name.strip(), float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LABEL=VALUE, e.g. race_other=0.7, got {text!r}") from None
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parses the command line."""
+    from pipeline.cli import label_value  # noqa: PLC0415  (light: no TensorFlow)
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", required=True, help="folder of images (searched recursively)")
     parser.add_argument("--output", default="predictions.csv", help="CSV to write (default: ./predictions.csv)")
@@ -36,7 +28,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="where Pusher put the models: <serving-dir>/<pipeline-name>/<version>/")
     parser.add_argument("--pipeline-name", default="facepipe")
     parser.add_argument("--model-dir", default=None, help="a specific model version folder instead of the latest")
-    parser.add_argument("--threshold", action="append", type=_threshold, default=None, metavar="LABEL=VALUE",
+    parser.add_argument("--threshold", action="append", type=label_value, default=None, metavar="LABEL=VALUE",
                         help="decision threshold for one label, repeatable")
     parser.add_argument("--default-threshold", type=float, default=0.5,
                         help="threshold for labels without their own (default 0.5)")

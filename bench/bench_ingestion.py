@@ -87,40 +87,12 @@ def run_child(data_dir: str, out_dir: str) -> dict:
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import psutil  # noqa: PLC0415
-    from tfx.components.example_gen import utils  # noqa: PLC0415
-    from tfx.proto import example_gen_pb2  # noqa: PLC0415
-    from tfx.types import standard_artifacts  # noqa: PLC0415
-    from tfx.utils import proto_utils  # noqa: PLC0415
 
-    from components.image_example_gen import executor, ingest  # noqa: PLC0415
-    from pipeline import labels  # noqa: PLC0415
+    from components.image_example_gen import executor  # noqa: PLC0415
 
-    examples = standard_artifacts.Examples()
-    examples.uri = out_dir
-    output_config = example_gen_pb2.Output(
-        split_config=example_gen_pb2.SplitConfig(
-            splits=[
-                example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=4),
-                example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1),
-            ],
-            partition_feature_name=labels.FILENAME_KEY,
-        )
-    )
-    exec_properties = {
-        "input_base": data_dir,
-        "input_config": proto_utils.proto_to_json(utils.make_default_input_config()),
-        "output_config": proto_utils.proto_to_json(output_config),
-        "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
-        "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
-        executor.FILENAME_PATTERN_KEY: labels.UTKFACE_PATTERN,
-        executor.MAX_IMAGE_PIXELS_KEY: ingest.DEFAULT_MAX_IMAGE_PIXELS,
-        executor.MAX_FILE_BYTES_KEY: ingest.DEFAULT_MAX_FILE_BYTES,
-        executor.SPANS_KEY: "",
-        executor.CODE_VERSION_KEY: "bench",
-    }
     rss_before = psutil.Process().memory_info().rss
     started = time.perf_counter()
-    executor.Executor().Do({}, {"examples": [examples]}, exec_properties)
+    examples = executor.run_on_folder(data_dir, out_dir, code_version="bench")
     seconds = time.perf_counter() - started
     return {
         "files": examples.get_int_custom_property(executor.FILES_FOUND_PROPERTY),

@@ -97,7 +97,7 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, setup_file_default: str 
     parser.add_argument(
         "--label-auc-floor",
         action="append",
-        type=_label_floor,
+        type=label_value,
         default=None,
         metavar="LABEL=AUC",
         help="AUC floor for one label instead of --min-label-auc, repeatable, e.g. --label-auc-floor race_other=0.65",
@@ -179,15 +179,18 @@ def _float_or_none(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
 
 
-def _label_floor(text: str) -> tuple[str, float]:
-    """LABEL=AUC -> (label, floor); label names are checked by PipelineConfig.validate."""
+def label_value(text: str) -> tuple[str, float]:
+    """argparse type for LABEL=NUMBER (a per-label AUC floor or decision threshold).
+
+    Label names are checked by whoever uses them (e.g. PipelineConfig.validate).
+    """
     name, sep, value = text.partition("=")
     try:
         if not sep or not name.strip():
             raise ValueError
         return name.strip(), float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LABEL=AUC, e.g. race_other=0.65, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected LABEL=NUMBER, e.g. race_other=0.65, got {text!r}") from None
 
 
 def beam_profile_from_args(args: argparse.Namespace) -> beam_profiles.BeamProfile:

@@ -97,7 +97,7 @@ def test_second_run_is_fully_cached(runs):
     executed = component_runs(store, second["run_id"])
     for node in COMPONENTS:
         assert executed[node].state == "cached", (node, executed[node].state)
-    assert store.get_executions_by_type  # the store is live
+    assert len(store.get_artifacts_by_type("Model")) == 1  # the cached run trained no second model
     versions = os.listdir(os.path.join(config.serving_dir, config.pipeline_name))
     assert len([v for v in versions if v.isdigit()]) == 1  # nothing pushed twice
     states = {e.last_known_state for e in store.get_executions()}

@@ -8,10 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
-from tfx.components.example_gen import utils
-from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_artifacts
-from tfx.utils import proto_utils
 
 from components.image_example_gen import executor, ingest
 from pipeline import labels
@@ -71,29 +68,7 @@ def test_check_file_refuses_oversized_images():
 
 
 def _run_executor(data_dir: str, out_dir: str) -> standard_artifacts.Examples:
-    examples = standard_artifacts.Examples()
-    examples.uri = out_dir
-    output_config = example_gen_pb2.Output(
-        split_config=example_gen_pb2.SplitConfig(
-            splits=[
-                example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=4),
-                example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1),
-            ],
-            partition_feature_name="filename",
-        )
-    )
-    exec_properties = {
-        "input_base": data_dir,
-        "input_config": proto_utils.proto_to_json(utils.make_default_input_config()),
-        "output_config": proto_utils.proto_to_json(output_config),
-        "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
-        "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
-        executor.FILENAME_PATTERN_KEY: labels.UTKFACE_PATTERN,
-        executor.MAX_IMAGE_PIXELS_KEY: ingest.DEFAULT_MAX_IMAGE_PIXELS,
-        executor.CODE_VERSION_KEY: "test",
-    }
-    executor.Executor().Do({}, {"examples": [examples]}, exec_properties)
-    return examples
+    return executor.run_on_folder(data_dir, out_dir)
 
 
 def _read_split(uri: str, split: str) -> list[tf.train.Example]:

@@ -292,3 +292,48 @@ class Executor(BaseExampleGenExecutor):
             return results[_EXAMPLES_TAG]
 
         return _ImageToExample
+
+
+def run_on_folder(data_dir: str, out_dir: str, pattern: str = "*", **overrides: Any) -> Any:
+    """Runs the executor directly on a folder, as its driver would for a flat folder.
+
+    For tests, benchmarks and debugging: no orchestrator, no ML Metadata. The split is the
+    pipeline's default 80/20 hash of the file name.
+
+    Args:
+      data_dir: the input folder.
+      out_dir: the Examples artifact's URI.
+      pattern: the input split pattern, relative to data_dir.
+      overrides: exec properties to replace (e.g. ``max_image_pixels``).
+
+    Returns:
+      The filled-in Examples artifact.
+    """
+    from tfx.types import standard_artifacts  # noqa: PLC0415
+
+    examples = standard_artifacts.Examples()
+    examples.uri = out_dir
+    output_config = example_gen_pb2.Output(
+        split_config=example_gen_pb2.SplitConfig(
+            splits=[
+                example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=4),
+                example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1),
+            ],
+            partition_feature_name=labels.FILENAME_KEY,
+        )
+    )
+    exec_properties = {
+        standard_component_specs.INPUT_BASE_KEY: data_dir,
+        standard_component_specs.INPUT_CONFIG_KEY: proto_utils.proto_to_json(utils.make_default_input_config(pattern)),
+        standard_component_specs.OUTPUT_CONFIG_KEY: proto_utils.proto_to_json(output_config),
+        standard_component_specs.OUTPUT_DATA_FORMAT_KEY: example_gen_pb2.FORMAT_TF_EXAMPLE,
+        standard_component_specs.OUTPUT_FILE_FORMAT_KEY: example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+        FILENAME_PATTERN_KEY: labels.UTKFACE_PATTERN,
+        MAX_IMAGE_PIXELS_KEY: ingest.DEFAULT_MAX_IMAGE_PIXELS,
+        MAX_FILE_BYTES_KEY: ingest.DEFAULT_MAX_FILE_BYTES,
+        SPANS_KEY: "",
+        CODE_VERSION_KEY: "direct",
+        **overrides,
+    }
+    Executor().Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]}, exec_properties)
+    return examples
