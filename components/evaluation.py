@@ -40,6 +40,8 @@ MACRO_AUC = "macro_auc"  # reported name of the macro-average AUC
 AUC_THRESHOLDS = 1000
 CURVE_THRESHOLDS = 100  # points of the ROC/PR curves in the report
 CALIBRATION_BUCKETS = 10
+# Class names of the per-label AUC: stock TFMA's and components.fast_metrics' (read back by the gate).
+AUC_CLASS_NAMES = frozenset({"AUC", "RowsAUC"})
 DECISION_THRESHOLD = 0.5  # precision, recall, F1 and the confusion matrix are at this score
 
 SLICE_FEATURES: tuple[str, ...] = (labels.GENDER_NAME_KEY, labels.RACE_NAME_KEY, labels.AGE_GROUP_KEY)
@@ -177,6 +179,7 @@ def build_eval_config(
     crossed_slices: Sequence[Sequence[str]] = CROSSED_SLICES,
     fairness_groups: Mapping[str, Sequence[str]] = FAIRNESS_GROUPS,
     fairness_exempt: Mapping[str, Collection[str]] | None = None,
+    shared_rows: bool = True,
 ) -> tfma.EvalConfig:
     """Builds the Evaluator's config from the label list and the gate settings.
 
@@ -193,6 +196,8 @@ def build_eval_config(
       fairness_groups: attribute -> groups compared pairwise by the fairness gate.
       fairness_exempt: attribute -> labels not compared across its groups; by default the labels
         of pipeline.labels.LABELS derived from that attribute.
+      shared_rows: use components.fast_metrics (the same TFMA metrics fed by one shared combiner
+        per slice, ~10x faster); False: the stock classes (tests compare the two).
 
     Returns:
       A tfma.EvalConfig.
@@ -306,7 +311,7 @@ def build_eval_config(
             )
         return tfma.MetricsSpec(metrics=metrics, aggregate=aggregate)
 
-    return tfma.EvalConfig(
+    config = tfma.EvalConfig(
         model_specs=[
             tfma.ModelSpec(
                 signature_name="serving_default",
@@ -332,6 +337,15 @@ def build_eval_config(
             averaged("micro", tfma.AggregationOptions(micro_average=True)),
         ],
     )
+    if shared_rows:
+        from components import fast_metrics  # noqa: PLC0415
+
+        for spec in config.metrics_specs:
+            for metric in spec.metrics:
+                if metric.class_name in fast_metrics.REPLACEMENTS:
+                    metric.class_name = fast_metrics.REPLACEMENTS[metric.class_name]
+                    metric.module = fast_metrics.__name__
+    return config
 
 
 # --- reading an Evaluator output -------------------------------------------------------------
@@ -791,10 +805,14 @@ def gates_from_eval_config(
                         min_macro_auc = threshold.value_threshold.lower_bound.value
                     if threshold.HasField("change_threshold"):
                         max_regression = -threshold.change_threshold.absolute.value
-                elif metric.class_name == "AUC" and len(class_ids) == 1 and threshold.HasField("value_threshold"):
+                elif (
+                    metric.class_name in AUC_CLASS_NAMES
+                    and len(class_ids) == 1
+                    and threshold.HasField("value_threshold")
+                ):
                     floors[label_names[class_ids[0]]] = threshold.value_threshold.lower_bound.value
             for cross in metric.cross_slice_thresholds:
-                if metric.class_name != "AUC" or len(class_ids) != 1:
+                if metric.class_name not in AUC_CLASS_NAMES or len(class_ids) != 1:
                     continue
                 gaps.add(cross.threshold.value_threshold.upper_bound.value)
                 for cross_spec in cross.cross_slicing_specs:

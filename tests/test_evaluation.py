@@ -11,7 +11,7 @@ import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.writers import eval_config_writer
 
-from components import evaluation
+from components import evaluation, fast_metrics
 from components.evaluation import GateSettings
 from pipeline import labels
 
@@ -20,7 +20,7 @@ RACE_GROUPS = {labels.RACE_NAME_KEY: ("x", "y", "z")}
 
 
 def _auc_metric(spec: tfma.MetricsSpec) -> tfma.MetricConfig:
-    return next(m for m in spec.metrics if m.class_name == "AUC")
+    return next(m for m in spec.metrics if m.class_name in evaluation.AUC_CLASS_NAMES)
 
 
 def _per_label_specs(config: tfma.EvalConfig) -> list[tfma.MetricsSpec]:
@@ -29,7 +29,7 @@ def _per_label_specs(config: tfma.EvalConfig) -> list[tfma.MetricsSpec]:
 
 def test_eval_config_for_a_three_label_list():
     gates = GateSettings(min_label_auc=0.6, label_auc_floors=(("dog", 0.8),))
-    config = evaluation.build_eval_config(LABELS3, gates, fairness_exempt={})
+    config = evaluation.build_eval_config(LABELS3, gates, fairness_exempt={}, shared_rows=False)
     per_label = _per_label_specs(config)
     assert [list(s.binarize.class_ids.values) for s in per_label] == [[0], [1], [2]]
     expected = {"AUC", "AUCPrecisionRecall", "Precision", "Recall", "F1Score", "MeanLabel", "MeanPrediction",
@@ -54,6 +54,22 @@ def test_eval_config_for_a_three_label_list():
     assert settings == GateSettings(min_label_auc=None, label_auc_floors=(("cat", 0.6), ("dog", 0.8), ("bird", 0.6)))
     assert groups == {labels.GENDER_NAME_KEY: labels.GENDER_NAMES, labels.RACE_NAME_KEY: labels.RACE_NAMES}
     assert exempt == {labels.GENDER_NAME_KEY: (), labels.RACE_NAME_KEY: ()}
+
+
+def test_default_config_uses_the_shared_rows_classes_for_every_per_label_metric():
+    stock = evaluation.build_eval_config(LABELS3, fairness_exempt={}, shared_rows=False)
+    fast = evaluation.build_eval_config(LABELS3, fairness_exempt={})
+    pairs = [(a, b) for sa, sb in zip(stock.metrics_specs, fast.metrics_specs, strict=True)
+             for a, b in zip(sa.metrics, sb.metrics, strict=True)]
+    replaced = [(a.class_name, b.class_name) for a, b in pairs if a.class_name != b.class_name]
+    assert {a for a, _ in replaced} == set(fast_metrics.REPLACEMENTS)
+    assert all(b == fast_metrics.REPLACEMENTS[a] for a, b in replaced)
+    assert fast_metrics.REPLACEMENTS["AUC"] in evaluation.AUC_CLASS_NAMES  # the gate reads it back
+    assert all(b.module == fast_metrics.__name__ for a, b in pairs if a.class_name != b.class_name)
+    # Nothing else differs: same configs (names, grids), thresholds, slices.
+    for a, b in pairs:
+        b.class_name, b.module = a.class_name, a.module
+    assert fast == stock
 
 
 def test_default_labels_are_not_compared_across_the_attribute_that_defines_them():
@@ -159,18 +175,24 @@ def _write_examples(path, candidate: dict, baseline: dict, seed: int = 0) -> Non
                 writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
 
 
-def _evaluate(tmp_path, echo_models, gates: GateSettings, candidate: dict, baseline: dict):
-    """Runs TFMA like the Evaluator (candidate + baseline), then judges the gates from its output."""
-    data = tmp_path / "eval.tfrecord"
-    _write_examples(data, candidate, baseline)
-    config = evaluation.build_eval_config(LABELS3, gates, fairness_groups=RACE_GROUPS, fairness_exempt={})
+def _run_tfma(data, out: str, echo_models, gates: GateSettings, shared_rows: bool = True) -> None:
+    config = evaluation.build_eval_config(
+        LABELS3, gates, fairness_groups=RACE_GROUPS, fairness_exempt={}, shared_rows=shared_rows
+    )
     config = tfma.utils.update_eval_config_with_defaults(config, has_baseline=True, rubber_stamp=True)
     models = [
         tfma.default_eval_shared_model(echo_models["candidate"], eval_config=config, model_name=tfma.CANDIDATE_KEY),
         tfma.default_eval_shared_model(echo_models["baseline"], eval_config=config, model_name=tfma.BASELINE_KEY),
     ]
-    out = str(tmp_path / "evaluation")
     tfma.run_model_analysis(eval_shared_model=models, eval_config=config, data_location=str(data), output_path=out)
+
+
+def _evaluate(tmp_path, echo_models, gates: GateSettings, candidate: dict, baseline: dict):
+    """Runs TFMA like the Evaluator (candidate + baseline), then judges the gates from its output."""
+    data = tmp_path / "eval.tfrecord"
+    _write_examples(data, candidate, baseline)
+    out = str(tmp_path / "evaluation")
+    _run_tfma(data, out, echo_models, gates)
     written = eval_config_writer.load_eval_run(out)[0]
     settings, groups, exempt = evaluation.gates_from_eval_config(written, LABELS3, gates.fairness_min_count)
     assert settings == gates  # the gate judges exactly what TFMA was configured with
@@ -272,3 +294,66 @@ def test_regression_gate_needs_a_baseline_and_judges_the_change():
 def test_missing_macro_auc_fails_the_floor():
     gates = evaluation.evaluate_gates(_results(macro=None), SETTINGS, GROUPS, {})
     assert gates[0].passed is False and not evaluation.is_blessed(gates)
+
+
+def _leaves(message) -> dict[str, object]:
+    """Every scalar of a proto as path -> value (floats as floats, NaN kept)."""
+    from google.protobuf import json_format
+
+    out: dict[str, object] = {}
+
+    def walk(value, path):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{path}.{k}")
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{path}[{i}]")
+        else:
+            out[path] = value
+
+    walk(json_format.MessageToDict(message, preserving_proto_field_name=True), "")
+    return out
+
+
+def _tfma_output(out: str) -> dict[str, object]:
+    records = {}
+    for kind, loaded in (("metrics", tfma.load_metrics(out)), ("plots", tfma.load_plots(out))):
+        for record in loaded:
+            where = (record.cross_slice_key if record.HasField("cross_slice_key") else record.slice_key)
+            items = (record.metric_keys_and_values if kind == "metrics" else record.plot_keys_and_values)
+            for kv in items:
+                prefix = f"{kind} {where.SerializeToString().hex()} {kv.key.SerializeToString().hex()}"
+                for path, value in _leaves(kv.value).items():
+                    records[prefix + path] = value
+    for path, value in _leaves(tfma.load_validation_result(out)).items():
+        records[f"validation{path}"] = value
+    return records
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, str) and isinstance(b, str) and a in ("NaN", "Infinity", "-Infinity"):
+        return a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == pytest.approx(b, rel=1e-9, abs=1e-12)
+    return a == b
+
+
+def test_shared_rows_metrics_equal_stock_tfma_everywhere(tmp_path, echo_models):
+    """Every metric, plot and validation value of components.fast_metrics equals stock TFMA's.
+
+    Candidate and baseline (so diff metrics too), all gates on (per-slice, change and cross-slice
+    thresholds), a group whose label scores are inverted and one with random scores.
+    """
+    data = tmp_path / "eval.tfrecord"
+    _write_examples(data, {("z", "cat"): "inverted", ("y", "bird"): "random"}, {("x", "dog"): "random"})
+    outputs = {}
+    for shared in (False, True):
+        out = str(tmp_path / f"shared_{shared}")
+        _run_tfma(data, out, echo_models, GATES, shared_rows=shared)
+        outputs[shared] = _tfma_output(out)
+    stock, fast = outputs[False], outputs[True]
+    assert len(stock) > 10_000  # metrics and plots of every slice, label and model were compared
+    assert set(stock) == set(fast)
+    different = [k for k in stock if not _same(stock[k], fast[k])]
+    assert not different, [(k, stock[k], fast[k]) for k in different[:5]]
