@@ -89,7 +89,7 @@ def test_embed_once_then_train_head(parts, dataset):
     history = train.train_head(head, embedded, None, train.TrainParams(epochs=3, batch_size=8))
     assert len(history.history["loss"]) == 3
     assert history.history["loss"][-1] < history.history["loss"][0]
-    assert {f"auc_{n}" for n in labels.LABEL_NAMES} <= set(history.history)
+    assert not any(k.startswith("auc_") for k in history.history)  # no per-batch AUC on training batches
     assert all(np.array_equal(a, b) for a, b in zip(before, _weights(backbone), strict=True))
 
 
@@ -237,6 +237,10 @@ def test_early_stopping_on_validation_loss_restores_the_best_weights():
     history = train.train_head(head, data, flipped, params)
     val_losses = history.history["val_loss"]
     assert len(val_losses) < params.epochs  # stopped early
+    # Per-label validation AUC every epoch; the flipped labels make it worse than chance.
+    aucs = [history.history[f"val_auc_{n}"] for n in labels.LABEL_NAMES[:N_LABELS]]
+    assert all(len(a) == len(val_losses) for a in aucs)
+    assert np.mean([a[-1] for a in aucs]) < 0.5
     best = int(np.argmin(val_losses))
     assert len(val_losses) == best + 1 + params.early_stopping_patience
     restored = head.evaluate(flipped.embeddings, flipped.labels, verbose=0, return_dict=True)["loss"]
@@ -371,3 +375,13 @@ def test_label_auc_equals_the_one_hot_weighted_multi_label_auc():
         ours = train.LabelAUC(i)
         ours.update_state(y, p)
         np.testing.assert_allclose(ours.result().numpy(), reference.result().numpy(), rtol=1e-6)
+
+
+def test_roc_auc_matches_sklearn_with_ties_and_single_class():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(300) < 0.3).astype(np.float32)
+    scores = np.round(rng.random(300) * 0.5 + 0.4 * y, 2)  # rounded: many ties
+    assert train.roc_auc(y, scores) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+    assert np.isnan(train.roc_auc(np.zeros(5), np.arange(5.0)))
