@@ -24,7 +24,7 @@ k sub keys are not supported and raise.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -179,29 +179,38 @@ def _pairs(
     return split_label[keep], split_pred[keep], split_weight[keep]
 
 
-def _rebuild_histogram(
-    ids: np.ndarray, labels: np.ndarray, predictions: np.ndarray, examples: np.ndarray
-) -> _Histogram:
-    return _Histogram(
-        calibration_histogram.Bucket(int(i), float(lab), float(pred), float(ex))
-        for i, lab, pred, ex in zip(ids, labels, predictions, examples, strict=True)
-    )
+class _Histogram(Sequence):
+    """A stock calibration histogram (a sequence of Buckets) kept as four arrays.
 
-
-class _Histogram(list):
-    """A stock histogram (list of Buckets) that Beam pickles as four arrays.
-
-    Derived metrics travel between Beam stages inside each slice's metrics dict; a plain list
-    is encoded Bucket by Bucket (one pickle call each), which cost as much as computing them.
+    Derived metrics travel between Beam stages inside each slice's metrics dict, long after
+    they were used: as a list, the histogram is pickled one Bucket object at a time and rebuilt
+    object by object at every stage, which cost as much as computing it. Buckets are built
+    only when TFMA's own code reads the histogram.
     """
 
+    def __init__(self, ids: np.ndarray, labels: np.ndarray, predictions: np.ndarray, examples: np.ndarray) -> None:
+        self._arrays = (ids, labels, predictions, examples)
+        self._buckets: list[calibration_histogram.Bucket] | None = None
+
+    def _materialized(self) -> list[calibration_histogram.Bucket]:
+        if self._buckets is None:
+            self._buckets = [
+                calibration_histogram.Bucket(int(i), float(lab), float(pred), float(ex))
+                for i, lab, pred, ex in zip(*self._arrays, strict=True)
+            ]
+        return self._buckets
+
+    def __len__(self) -> int:
+        return len(self._arrays[0])
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._materialized()[index]
+
+    def __iter__(self) -> Iterator[calibration_histogram.Bucket]:
+        return iter(self._materialized())
+
     def __reduce__(self) -> tuple[Any, tuple[np.ndarray, ...]]:
-        return _rebuild_histogram, (
-            np.array([b.bucket_id for b in self], dtype=np.int64),
-            np.array([b.weighted_labels for b in self], dtype=np.float64),
-            np.array([b.weighted_predictions for b in self], dtype=np.float64),
-            np.array([b.weighted_examples for b in self], dtype=np.float64),
-        )
+        return _Histogram, self._arrays
 
 
 class _ReplayHistogram:
@@ -226,7 +235,7 @@ class _ReplayHistogram:
         predictions_sum = np.bincount(index, weights=prediction * weight, minlength=size)
         examples_sum = np.bincount(index, weights=weight, minlength=size)
         hit = np.flatnonzero(counts)
-        return {c._key: _rebuild_histogram(hit, labels_sum[hit], predictions_sum[hit], examples_sum[hit])}
+        return {c._key: _Histogram(hit, labels_sum[hit], predictions_sum[hit], examples_sum[hit])}
 
 
 class _ReplayConfusionMatrices:
