@@ -98,6 +98,7 @@ def test_zero_byte_file():
     [
         _image(0)[:200],  # truncated inside the header
         _image(0)[: len(_image(0)) // 2],  # truncated inside the pixel data
+        _image(0)[: len(_image(0)) * 9 // 10],  # ... near its end (validation decodes at reduced scale)
         _image(0, "PNG")[:100],
         b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4,  # a JPEG signature, then garbage
         b"\x89PNG\r\n\x1a\n" + b"\x00" * 64,
