@@ -15,11 +15,14 @@ derived step that replays exactly what that combiner would have accumulated, fro
 numpy rows. The replay follows ``metric_util.to_label_prediction_example_weight`` (class
 selection, micro flattening, class weights, fractional labels) with array operations, then
 builds the stock accumulator types (histogram buckets, confusion-matrix accumulator, weighted
-totals), so everything downstream is TFMA's own code. ``tests/test_fast_metrics.py`` checks the
-outputs against stock TFMA on the same data, metric by metric.
+totals), so everything downstream is TFMA's own code.
+``tests/test_evaluation.py::test_shared_rows_metrics_equal_stock_tfma_everywhere`` runs both on
+the same data and compares every metric, plot and validation value.
 
 Scope: dense multi-hot labels with one prediction per label (this pipeline's model); top-k and
-k sub keys are not supported and raise.
+k sub keys, example-id sampling and metric preprocessors are not supported and raise. The replay
+reads the stock combiners' private attributes, so it is tied to the pinned TFMA (0.47.1); the
+equality test is what guards an upgrade.
 """
 
 from __future__ import annotations
@@ -171,11 +174,12 @@ def _pairs(
     outside = (label < 0.0) & ~np.isclose(label, 0.0) | (label > 1.0) & ~np.isclose(label, 1.0)
     if outside.any():
         raise ValueError(f"label must be within [0, 1]: label={label[outside][0]}")
-    # Each pair becomes (0, p, w * (1 - l)) then (1, p, w * l); pairs of ~zero weight are dropped.
+    # Each pair becomes (0, p, w * (1 - l)) then (1, p, w * l); stock drops pairs whose weight
+    # math.isclose(w, 0.0) with default tolerances, i.e. exactly zero.
     split_label = np.stack([np.zeros_like(label), np.ones_like(label)], axis=1).reshape(-1)
     split_pred = np.repeat(prediction, 2)
     split_weight = np.stack([weight * (1.0 - label), weight * label], axis=1).reshape(-1)
-    keep = ~np.isclose(split_weight, 0.0, rtol=1e-09, atol=0.0)
+    keep = split_weight != 0.0
     return split_label[keep], split_pred[keep], split_weight[keep]
 
 

@@ -367,18 +367,23 @@ class ValidationAUC(tf_keras.callbacks.Callback):
     List it before callbacks that read the logs (loggers, TensorBoard, early stopping).
     """
 
-    def __init__(self, inputs: np.ndarray, label_values: np.ndarray, label_names: tuple[str, ...]):
+    def __init__(self, validation: Embedded, label_names: tuple[str, ...], chunk: int = 4096):
         super().__init__()
-        self._inputs = tf.constant(inputs)
-        self._labels = label_values
+        self._validation = validation
         self._names = label_names
+        self._chunk = chunk
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:  # noqa: D102 (Keras API)
         if logs is None:
             return
-        scores = self.model(self._inputs, training=False).numpy()
+        n = len(self._validation)
+        # In chunks: a disk-backed embedding store is never loaded whole.
+        scores = np.concatenate([
+            self.model(self._validation.vectors(np.arange(start, min(start + self._chunk, n))), training=False).numpy()
+            for start in range(0, n, self._chunk)
+        ])
         for i, name in enumerate(self._names):
-            logs[f"val_auc_{name}"] = roc_auc(self._labels[:, i], scores[:, i])
+            logs[f"val_auc_{name}"] = roc_auc(self._validation.labels[:, i], scores[:, i])
 
 
 def early_stopping(patience: int) -> list[tf_keras.callbacks.Callback]:
@@ -433,7 +438,7 @@ def train_head(
         if shared is None and not validation.spilled:
             shared = tf.constant(validation.embeddings)
         val_ds = _gather(validation, tf.data.Dataset.range(len(validation)).batch(_EVAL_BATCH), shared)
-        extra = [ValidationAUC(validation.vectors(), validation.labels, label_names),
+        extra = [ValidationAUC(validation, label_names),
                  *early_stopping(params.early_stopping_patience)]
     return head.fit(
         train_ds,
