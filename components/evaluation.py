@@ -197,7 +197,7 @@ def build_eval_config(
       fairness_exempt: attribute -> labels not compared across its groups; by default the labels
         of pipeline.labels.LABELS derived from that attribute.
       shared_rows: use components.fast_metrics (the same TFMA metrics fed by one shared combiner
-        per slice, ~10x faster); False: the stock classes (tests compare the two).
+        per slice, 7x faster at 3,000 examples); False: the stock classes (tests compare the two).
 
     Returns:
       A tfma.EvalConfig.

@@ -1,5 +1,6 @@
 """The image ExampleGen: pure file checks and Executor().Do on a tiny folder."""
 
+import gzip
 import io
 import json
 import os
@@ -107,6 +108,11 @@ def test_executor_ingests_or_quarantines_every_file(tmp_path):
     with open(os.path.join(examples.uri, ingest.QUARANTINE_FILE)) as f:
         assert all(set(json.loads(line)) == {"path", "reason", "message"} for line in f)
     assert examples.get_int_custom_property("quarantined") == len(bad)
+    # Written as gzip of stored blocks: any gzip reader reads it, and nothing was deflated.
+    for path in tf.io.gfile.glob(os.path.join(examples.uri, "Split-*", "*.gz")):
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+        assert raw and os.path.getsize(path) >= len(raw)
 
 
 def test_split_is_stable_across_runs(tmp_path):

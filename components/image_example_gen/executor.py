@@ -196,7 +196,11 @@ class _StoredGzipFile:
 
 
 class _StoredGzipTFRecordSink(tfrecordio._TFRecordSink):
-    """Beam's TFRecord sink, writing _StoredGzipFile files."""
+    """Beam's TFRecord sink, writing _StoredGzipFile files.
+
+    Subclasses a private class of the pinned Beam (2.59): its record framing and sharding are
+    Beam's own; only the file it opens differs. The executor tests read the output back.
+    """
 
     def open(self, temp_path: str) -> _StoredGzipFile:
         return _StoredGzipFile(FileSystems.create(temp_path, self.mime_type, CompressionTypes.UNCOMPRESSED))

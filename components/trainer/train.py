@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_EMBEDDING_MEMORY_LIMIT = 1 << 30  # bytes of embeddings kept in memory before spilling to disk
 DEFAULT_MAX_POSITIVE_WEIGHT = 20.0  # clip of the per-label positive weight n_neg / n_pos (and of its inverse)
 _EVAL_BATCH = 256
-# The head's steps are ~3 ms: one graph call per step spent as long again in Keras' Python loop.
+# A head step is about a millisecond of compute; one graph call per step spent as long again in
+# Keras' Python loop.
 HEAD_STEPS_PER_EXECUTION = 64
 
 
@@ -415,7 +416,7 @@ def train_head(
       callbacks: extra Keras callbacks (e.g. TensorBoard).
 
     Returns:
-      The Keras History (loss, val_loss and auc_<label> per epoch run).
+      The Keras History (loss; with validation also val_loss and val_auc_<label>; per epoch run).
     """
     tf_keras.utils.set_random_seed(params.seed)
     pos_weights = (
