@@ -221,12 +221,19 @@ class _Histogram(Sequence):
         return _Histogram, self._arrays
 
 
-class _ReplayHistogram:
-    """Derived step: the stock calibration histogram of one sub key, from the shared rows."""
+class _Replay:
+    """A derived step standing in for one stock combiner: reads the shared rows of its model output.
+
+    TFMA de-duplicates derived steps by class name and keys, so each kind is its own subclass.
+    """
 
     def __init__(self, combiner: Any) -> None:
         self._combiner = combiner
         self._rows_key = _rows_key(combiner._key)
+
+
+class _ReplayHistogram(_Replay):
+    """Derived step: the stock calibration histogram of one sub key, from the shared rows."""
 
     def __call__(self, metrics: dict[metric_types.MetricKey, Any]) -> dict[metric_types.MetricKey, Any]:
         c = self._combiner
@@ -246,12 +253,8 @@ class _ReplayHistogram:
         return {c._key: _Histogram(hit, labels_sum[hit], predictions_sum[hit], examples_sum[hit])}
 
 
-class _ReplayConfusionMatrices:
+class _ReplayConfusionMatrices(_Replay):
     """Derived step: the stock binary-confusion-matrix accumulator (explicit thresholds)."""
-
-    def __init__(self, combiner: Any) -> None:
-        self._combiner = combiner
-        self._rows_key = _rows_key(combiner._key)
 
     def __call__(self, metrics: dict[metric_types.MetricKey, Any]) -> dict[metric_types.MetricKey, Any]:
         c = self._combiner
@@ -271,12 +274,8 @@ class _ReplayConfusionMatrices:
         return {c._key: matrices.extract_output(accumulator)}
 
 
-class _ReplayWeightedTotals:
+class _ReplayWeightedTotals(_Replay):
     """Derived step: the stock (weighted labels, predictions, examples) totals of one sub key."""
-
-    def __init__(self, combiner: Any) -> None:
-        self._combiner = combiner
-        self._rows_key = _rows_key(combiner._key)
 
     def __call__(self, metrics: dict[metric_types.MetricKey, Any]) -> dict[metric_types.MetricKey, Any]:
         c = self._combiner
@@ -288,12 +287,8 @@ class _ReplayWeightedTotals:
         return {c._key: totals}
 
 
-class _ReplayMultiLabelMatrices:
+class _ReplayMultiLabelMatrices(_Replay):
     """Derived step: the stock multi-label confusion matrices (actual class x predicted class)."""
-
-    def __init__(self, combiner: Any) -> None:
-        self._combiner = combiner
-        self._rows_key = _rows_key(combiner._key)
 
     def __call__(self, metrics: dict[metric_types.MetricKey, Any]) -> dict[metric_types.MetricKey, Any]:
         c = self._combiner

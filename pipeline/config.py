@@ -12,6 +12,7 @@ import importlib.util
 import pathlib
 import re
 
+from components.evaluation import GateSettings
 from components.image_example_gen import spans
 from pipeline import labels
 
@@ -106,6 +107,17 @@ class PipelineConfig:
     beam_pipeline_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
     baseline_strategy: str = "latest_blessed_other"
 
+    def gate_settings(self) -> GateSettings:
+        """The Evaluator's gate thresholds (components.evaluation.GateSettings) of this config."""
+        return GateSettings(
+            min_macro_auc=self.min_macro_auc,
+            max_auc_regression=self.max_auc_regression,
+            min_label_auc=self.min_label_auc,
+            label_auc_floors=self.label_auc_floors,
+            max_fairness_gap=self.max_fairness_gap,
+            fairness_min_count=self.fairness_min_count,
+        )
+
     def validate(self) -> None:
         """Checks values that do not need the file system.
 
@@ -133,21 +145,7 @@ class PipelineConfig:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
         if self.train_buckets < 1 or self.eval_buckets < 1:
             raise ValueError("train and eval hash buckets must both be >= 1")
-        if not 0.0 <= self.min_macro_auc <= 1.0:
-            raise ValueError(f"min macro AUC must be within 0-1, got {self.min_macro_auc}")
-        if self.max_auc_regression < 0:
-            raise ValueError(f"max AUC regression must be >= 0, got {self.max_auc_regression}")
-        if self.min_label_auc is not None and not 0.0 <= self.min_label_auc <= 1.0:
-            raise ValueError(f"min label AUC must be within 0-1, got {self.min_label_auc}")
-        for name, floor in self.label_auc_floors:
-            if name not in labels.LABEL_NAMES:
-                raise ValueError(f"AUC floor for unknown label {name!r}; labels are {', '.join(labels.LABEL_NAMES)}")
-            if not 0.0 <= floor <= 1.0:
-                raise ValueError(f"AUC floor of {name} must be within 0-1, got {floor}")
-        if self.max_fairness_gap is not None and not 0.0 <= self.max_fairness_gap <= 1.0:
-            raise ValueError(f"max fairness gap must be within 0-1, got {self.max_fairness_gap}")
-        if self.fairness_min_count < 1:
-            raise ValueError(f"fairness min count must be >= 1, got {self.fairness_min_count}")
+        self.gate_settings().validate(labels.LABEL_NAMES)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be within [0, 1), got {self.dropout}")
         if self.weights_file and self.backbone == BACKBONES[0]:

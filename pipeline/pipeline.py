@@ -156,16 +156,7 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
         examples=transform.outputs["transformed_examples"],
         model=trainer.outputs["model"],
         baseline_model=baseline_resolver.outputs[baseline.MODEL_KEY],
-        eval_config=evaluation.build_eval_config(
-            gates=evaluation.GateSettings(
-                min_macro_auc=config.min_macro_auc,
-                max_auc_regression=config.max_auc_regression,
-                min_label_auc=config.min_label_auc,
-                label_auc_floors=config.label_auc_floors,
-                max_fairness_gap=config.max_fairness_gap,
-                fairness_min_count=config.fairness_min_count,
-            )
-        ),
+        eval_config=evaluation.build_eval_config(gates=config.gate_settings()),
     ).with_id(EVALUATOR)
     # Judges every gate against the thresholds the Evaluator ran with; its blessing decides the push.
     evaluation_gate = EvaluationGate(

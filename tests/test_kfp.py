@@ -26,6 +26,10 @@ from pipeline.config import PipelineConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE = "europe-docker.pkg.dev/facepipe-test/images/facepipe:0.1.0"
+# `runner_kfp.py compile` with every required flag; cases append the flag under test.
+COMPILE_TO_GCS = [
+    "compile", "--image", IMAGE, "--data-dir", "gs://d", "--pipeline-root", "gs://r", "--serving-dir", "gs://s"
+]
 SECRET = "s3cr3t-t0ken-value-4f1d"
 RESOLVER = "latest_blessed_model_resolver"
 
@@ -458,35 +462,11 @@ def test_cli_server_errors_are_one_line_without_the_token(package, capsys):
         (["run", "--endpoint", "http://kfp", "--package", "missing.yaml"], "does not exist"),
         (["run", "--endpoint", "http://kfp", "--param", "epochs=3", "--image", IMAGE], "unknown runtime parameter"),
         (
-            [
-                "compile",
-                "--image",
-                IMAGE,
-                "--data-dir",
-                "gs://d",
-                "--pipeline-root",
-                "gs://r",
-                "--serving-dir",
-                "gs://s",
-                "--beam-profile",
-                "flink",
-            ],
+            [*COMPILE_TO_GCS, "--beam-profile", "flink"],
             "--job-endpoint",
         ),
         (
-            [
-                "compile",
-                "--image",
-                IMAGE,
-                "--data-dir",
-                "gs://d",
-                "--pipeline-root",
-                "gs://r",
-                "--serving-dir",
-                "gs://s",
-                "--output",
-                "p.json",
-            ],
+            [*COMPILE_TO_GCS, "--output", "p.json"],
             ".yaml",
         ),
     ],

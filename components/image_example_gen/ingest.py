@@ -337,8 +337,7 @@ def read_bounded(path: str, relative_name: str, max_bytes: int = DEFAULT_MAX_FIL
       The bytes, or a QuarantineEntry (unreadable_file, file_too_large).
     """
     try:
-        # Local files through the OS: tf.io.gfile costs ~0.1 ms more per file (a tenth of ingestion).
-        with tf.io.gfile.GFile(path, "rb") if is_remote(path) else open(path, "rb") as f:
+        with tf.io.gfile.GFile(path, "rb") as f:
             data = f.read(max_bytes + 1)
     except (tf.errors.OpError, OSError) as e:
         return QuarantineEntry(path, "unreadable_file", f"{relative_name!r} could not be read: {e}")
