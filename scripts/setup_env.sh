@@ -25,6 +25,9 @@ fi
 # pip's resolver gives up on TFX; uv installs the lock file exactly. uv lives inside the venv
 # because a uv installed for another Python is hidden by .python-version.
 .venv/bin/python -m pip install -q --disable-pip-version-check "uv==0.13.9"
-VIRTUAL_ENV=.venv .venv/bin/uv pip install -q -r requirements/lock.txt
+# --compile-bytecode writes the .pyc files of all of site-packages (about 30 s once). Without
+# them, and with PYTHONDONTWRITEBYTECODE set (as on these machines), every process compiles
+# the TF/TFX/Beam sources again: importing the stack took 26.7 s instead of 9.8 s.
+VIRTUAL_ENV=.venv .venv/bin/uv pip install -q --compile-bytecode -r requirements/lock.txt
 VIRTUAL_ENV=.venv .venv/bin/uv pip install -q --no-deps -e .
 echo "environment ready: .venv ($(.venv/bin/python --version))"

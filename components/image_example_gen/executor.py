@@ -13,7 +13,6 @@ DirectRunner), so memory does not grow with the number of images. Each file is r
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
@@ -22,9 +21,6 @@ from typing import Any
 
 import apache_beam as beam
 import tensorflow as tf
-from apache_beam.io import tfrecordio
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 from tfx.components.example_gen import utils
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
 from tfx.components.util import examples_utils
@@ -32,6 +28,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
+from components import stored_gzip
 from components.image_example_gen import ingest, spans
 from pipeline import labels
 
@@ -172,49 +169,6 @@ class _CheckFile(beam.DoFn):
             yield result
 
 
-class _StoredGzipFile:
-    """A gzip stream of stored (level-0) deflate blocks around a Beam file handle.
-
-    Any gzip reader reads it (the artifact stays ``tfrecords_gzip``). Examples are mostly
-    JPEG bytes, which deflate does not shrink (7% at level 6, measured), while compressing
-    them was a quarter of ingestion's time.
-    """
-
-    def __init__(self, raw: Any):
-        self._raw = raw
-        self._gzip = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=0, mtime=0)
-
-    def write(self, data: bytes) -> None:
-        self._gzip.write(data)
-
-    def flush(self) -> None:
-        self._gzip.flush()
-
-    def close(self) -> None:
-        self._gzip.close()  # writes the trailer; does not close the file object it wraps
-        self._raw.close()
-
-
-class _StoredGzipTFRecordSink(tfrecordio._TFRecordSink):
-    """Beam's TFRecord sink, writing _StoredGzipFile files.
-
-    Subclasses a private class of the pinned Beam (2.59): its record framing and sharding are
-    Beam's own; only the file it opens differs. The executor tests read the output back.
-    """
-
-    def open(self, temp_path: str) -> _StoredGzipFile:
-        return _StoredGzipFile(FileSystems.create(temp_path, self.mime_type, CompressionTypes.UNCOMPRESSED))
-
-
-def _write_tfrecords_gzip(file_path_prefix: str) -> beam.PTransform:
-    """Writes serialized records as gzipped TFRecord shards named <prefix>-SSSSS-of-NNNNN.gz."""
-    return beam.io.Write(
-        _StoredGzipTFRecordSink(
-            file_path_prefix, beam.coders.BytesCoder(), ".gz", 0, None, CompressionTypes.UNCOMPRESSED
-        )
-    )
-
-
 class Executor(BaseExampleGenExecutor):
     """Turns a folder of labelled image files into tf.Examples.
 
@@ -262,7 +216,7 @@ class Executor(BaseExampleGenExecutor):
                     | f"Serialize[{split_name}]" >> beam.Map(lambda e: e.SerializeToString(deterministic=True))
                     # No Reshuffle before writing (unlike TFX's WriteSplit): the input paths were
                     # already shuffled, and a Reshuffle of examples holds them all in memory.
-                    | f"Write[{split_name}]" >> _write_tfrecords_gzip(
+                    | f"Write[{split_name}]" >> stored_gzip.write_tfrecords_gzip(
                         os.path.join(artifact_utils.get_split_uri(output, split_name), _TFRECORD_PREFIX)
                     )
                 )
