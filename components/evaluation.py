@@ -180,6 +180,7 @@ def build_eval_config(
     fairness_groups: Mapping[str, Sequence[str]] = FAIRNESS_GROUPS,
     fairness_exempt: Mapping[str, Collection[str]] | None = None,
     shared_rows: bool = True,
+    preprocessing: bool = True,
 ) -> tfma.EvalConfig:
     """Builds the Evaluator's config from the label list and the gate settings.
 
@@ -198,6 +199,8 @@ def build_eval_config(
         of pipeline.labels.LABELS derived from that attribute.
       shared_rows: use components.fast_metrics (the same TFMA metrics fed by one shared combiner
         per slice, 7x faster at 3,000 examples); False: the stock classes (tests compare the two).
+      preprocessing: labels and slice features come from the model's ``transform_features``
+        signature (raw examples, as in the pipeline); False: from the examples themselves.
 
     Returns:
       A tfma.EvalConfig.
@@ -315,6 +318,9 @@ def build_eval_config(
         model_specs=[
             tfma.ModelSpec(
                 signature_name="serving_default",
+                # Labels and slice features come from the model's Transform signature: the
+                # Evaluator reads ExampleGen's raw examples (Transform does not materialize).
+                preprocessing_function_names=[labels.TRANSFORM_FEATURES_SIGNATURE] if preprocessing else [],
                 label_key=labels.LABELS_KEY,
                 prediction_key=labels.PROBABILITIES_KEY,
                 model_type=tfma.TF_GENERIC,

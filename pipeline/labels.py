@@ -31,6 +31,10 @@ RACE_NAME_KEY = "race_name"  # slice feature, e.g. "white"
 
 # --- model outputs ------------------------------------------------------------
 PROBABILITIES_KEY = "probabilities"
+# Exported-model signature: serialized raw tf.Examples -> labels and slice features, by the
+# Transform graph (the Evaluator's labels and slices, as Transform does not materialize its output).
+TRANSFORM_FEATURES_SIGNATURE = "transform_features"
+EVAL_FEATURE_KEYS = (LABELS_KEY, AGE_GROUP_KEY, GENDER_NAME_KEY, RACE_NAME_KEY)
 
 AGE_MIN, AGE_MAX = 0, 116
 GENDER_NAMES = ("male", "female")

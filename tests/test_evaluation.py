@@ -176,8 +176,9 @@ def _write_examples(path, candidate: dict, baseline: dict, seed: int = 0) -> Non
 
 
 def _run_tfma(data, out: str, echo_models, gates: GateSettings, shared_rows: bool = True) -> None:
+    # The examples hold the labels and slice features already (no Transform signature in the echo models).
     config = evaluation.build_eval_config(
-        LABELS3, gates, fairness_groups=RACE_GROUPS, fairness_exempt={}, shared_rows=shared_rows
+        LABELS3, gates, fairness_groups=RACE_GROUPS, fairness_exempt={}, shared_rows=shared_rows, preprocessing=False
     )
     config = tfma.utils.update_eval_config_with_defaults(config, has_baseline=True, rubber_stamp=True)
     models = [

@@ -80,18 +80,18 @@ def _jpeg(seed: int) -> bytes:
     return out.getvalue()
 
 
-def test_transform_executor_writes_stored_gzip_that_tf_reads(tmp_path):
-    """TFX's Transform run through our executor: same examples, stored-block gzip, TFX restored."""
-    import gzip
+@pytest.fixture(scope="module")
+def transform_run(tmp_path_factory):
+    """TFX's Transform executor as the pipeline runs it (no materialized output) on ExampleGen's output."""
     import os
     import shutil
 
     from tfx.components.transform import executor as tfx_transform_executor
-    from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
+    from tfx.types import standard_artifacts, standard_component_specs
 
-    from components import transform_executor
     from components.image_example_gen.executor import run_on_folder
 
+    tmp_path = tmp_path_factory.mktemp("transform")
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     for i, (age, gender, race) in enumerate(PEOPLE * 3):
@@ -103,44 +103,80 @@ def test_transform_executor_writes_stored_gzip_that_tf_reads(tmp_path):
     shutil.copy(os.path.join(os.path.dirname(__file__), "..", "schema", "schema.pbtxt"), schema.uri)
     graph = standard_artifacts.TransformGraph()
     graph.uri = str(tmp_path / "graph")
-    transformed = standard_artifacts.Examples()
-    transformed.uri = str(tmp_path / "transformed")
-    original = tfx_transform_executor.TransformProcessor.__dict__["_EncodeAndWrite"]
-
-    transform_executor.Executor().Do(
+    tfx_transform_executor.Executor().Do(
         {standard_component_specs.EXAMPLES_KEY: [examples], standard_component_specs.SCHEMA_KEY: [schema]},
-        {
-            standard_component_specs.TRANSFORM_GRAPH_KEY: [graph],
-            standard_component_specs.TRANSFORMED_EXAMPLES_KEY: [transformed],
-        },
+        {standard_component_specs.TRANSFORM_GRAPH_KEY: [graph]},
         {
             standard_component_specs.PREPROCESSING_FN_KEY: "components.transform.preprocessing_fn",
             standard_component_specs.DISABLE_STATISTICS_KEY: 1,
             standard_component_specs.FORCE_TF_COMPAT_V1_KEY: 0,
         },
     )
+    files = tf.io.gfile.glob(os.path.join(examples.uri, "Split-*", "*.gz"))
+    return data_dir, files, graph.uri
 
-    assert tfx_transform_executor.TransformProcessor.__dict__["_EncodeAndWrite"] is original
-    assert sorted(artifact_utils.decode_split_names(transformed.split_names)) == ["eval", "train"]
-    files = tf.io.gfile.glob(os.path.join(transformed.uri, "Split-*", "*.gz"))
-    assert files
-    spec = {
-        labels.FILENAME_KEY: tf.io.FixedLenFeature([], tf.string),
-        labels.LABELS_KEY: tf.io.FixedLenFeature([len(labels.LABEL_NAMES)], tf.float32),
-        labels.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
-    }
+
+def _expected(name: str) -> tuple[np.ndarray, str, str, str]:
+    age, gender, race = (int(x) for x in name.split("_")[:3])
+    return (
+        np.array(labels.label_vector(age, gender, race), np.float32),
+        labels.age_group(age),
+        labels.GENDER_NAMES[gender],
+        labels.RACE_NAMES[race],
+    )
+
+
+def test_trainer_reads_raw_examples_through_the_transform_graph(transform_run):
+    """What the Trainer sees: ExampleGen's raw examples with the labels the Transform graph computes."""
+    import tensorflow_transform as tft
+
+    from components.trainer import data
+
+    data_dir, files, graph = transform_run
+    output = tft.TFTransformOutput(graph)
     seen = {}
-    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
-        parsed = tf.io.parse_single_example(record, spec)
-        seen[parsed[labels.FILENAME_KEY].numpy().decode()] = (
-            parsed[labels.LABELS_KEY].numpy(),
-            parsed[labels.IMAGE_KEY].numpy(),
-        )
+    for batch in data.read_examples(files, output.raw_feature_spec(), 4, output.transform_raw_features):
+        assert set(batch) == {labels.IMAGE_KEY, labels.LABELS_KEY, labels.FILENAME_KEY}
+        for name, vector, image in zip(
+            batch[labels.FILENAME_KEY].numpy(), batch[labels.LABELS_KEY].numpy(), batch[labels.IMAGE_KEY].numpy(),
+            strict=True,
+        ):
+            seen[name.decode()] = (vector, image)
     assert sorted(seen) == sorted(p.name for p in data_dir.iterdir())
-    for name, (label_vector, image) in seen.items():
-        age, gender, race = (int(x) for x in name.split("_")[:3])
-        np.testing.assert_array_equal(label_vector, labels.label_vector(age, gender, race))
+    for name, (vector, image) in seen.items():
+        np.testing.assert_array_equal(vector, _expected(name)[0])
         assert image == (data_dir / name).read_bytes()
-    for path in files:  # stored blocks: the file holds at least every byte it decompresses to
-        with gzip.open(path, "rb") as f:
-            assert os.path.getsize(path) >= len(f.read())
+
+
+def test_exported_model_carries_the_transform_for_the_evaluator(transform_run, tmp_path):
+    """The transform_features signature (TFMA's preprocessing function) gives labels and slices from raw examples."""
+    import tf_keras
+
+    from components.trainer import export
+
+    data_dir, files, graph = transform_run
+    model = tf_keras.Sequential(
+        [
+            tf_keras.layers.Input((16, 16, 3)),
+            tf_keras.layers.GlobalAveragePooling2D(),
+            tf_keras.layers.Dense(len(labels.LABEL_NAMES), activation="sigmoid"),
+        ]
+    )
+    export.export_model(model, str(tmp_path / "model"), 16, transform_output=graph)
+    loaded = tf.saved_model.load(str(tmp_path / "model"))
+    assert set(loaded.signatures) == {
+        export.SERVING_SIGNATURE, export.IMAGES_SIGNATURE, labels.TRANSFORM_FEATURES_SIGNATURE
+    }
+    serialized = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    out = loaded.signatures[labels.TRANSFORM_FEATURES_SIGNATURE](examples=tf.constant(serialized))
+    assert set(out) == set(labels.EVAL_FEATURE_KEYS)
+    names = [tf.train.Example.FromString(r).features.feature[labels.FILENAME_KEY].bytes_list.value[0].decode()
+             for r in serialized]
+    for i, name in enumerate(names):
+        vector, age_group, gender, race = _expected(name)
+        np.testing.assert_array_equal(out[labels.LABELS_KEY].numpy()[i], vector)
+        assert out[labels.AGE_GROUP_KEY].numpy()[i].decode() == age_group
+        assert out[labels.GENDER_NAME_KEY].numpy()[i].decode() == gender
+        assert out[labels.RACE_NAME_KEY].numpy()[i].decode() == race
+    probabilities = loaded.signatures[export.SERVING_SIGNATURE](examples=tf.constant(serialized))
+    assert probabilities[labels.PROBABILITIES_KEY].shape == (len(serialized), len(labels.LABEL_NAMES))

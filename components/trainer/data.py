@@ -1,6 +1,9 @@
-"""Reading Transform's output and decoding images, shared by training and serving."""
+"""Reading examples and decoding images, shared by training and serving."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import tensorflow as tf
 
@@ -28,13 +31,21 @@ def decode_images(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
     )
 
 
-def read_transformed(file_pattern: str | list[str], feature_spec: dict, batch_size: int) -> tf.data.Dataset:
-    """Reads Transform's gzipped TFRecords in file order (deterministic).
+def read_examples(
+    file_pattern: str | list[str],
+    feature_spec: dict,
+    batch_size: int,
+    transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> tf.data.Dataset:
+    """Reads gzipped tf.Example TFRecords in file order (deterministic).
 
     Args:
-      file_pattern: glob(s) of transformed-example files.
-      feature_spec: tft.TFTransformOutput.transformed_feature_spec().
+      file_pattern: glob(s) of example files.
+      feature_spec: how to parse them: the raw feature spec when ``transform`` is given
+        (tft.TFTransformOutput.raw_feature_spec()), else a spec with image_raw, labels, filename.
       batch_size: batch size.
+      transform: applied to each parsed batch (tft.TFTransformOutput.transform_raw_features),
+        for the pipeline's raw examples; None for examples that already hold the labels.
 
     Returns:
       A dataset of dicts with image_raw [B], labels [B, L] and filename [B].
@@ -42,9 +53,16 @@ def read_transformed(file_pattern: str | list[str], feature_spec: dict, batch_si
     files = tf.io.gfile.glob(file_pattern) if isinstance(file_pattern, str) else sorted(
         f for p in file_pattern for f in tf.io.gfile.glob(p)
     )
-    spec = {k: feature_spec[k] for k in (labels.IMAGE_KEY, labels.LABELS_KEY, labels.FILENAME_KEY)}
+    keys = (labels.IMAGE_KEY, labels.LABELS_KEY, labels.FILENAME_KEY)
+
+    def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+        features = tf.io.parse_example(serialized, feature_spec)
+        if transform is not None:
+            features = transform(features)
+        return {k: features[k] for k in keys}
+
     return (
         tf.data.TFRecordDataset(sorted(files), compression_type="GZIP")
         .batch(batch_size)
-        .map(lambda x: tf.io.parse_example(x, spec), num_parallel_calls=tf.data.AUTOTUNE)
+        .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     )

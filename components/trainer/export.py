@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+from typing import Any
 
 import tensorflow as tf
 import tf_keras
@@ -26,6 +27,7 @@ class _Untracked:
 class _ServingModule(tf.Module):
     def __init__(self, model: tf_keras.Model, label_names: tuple[str, ...], image_size: int):
         super().__init__()
+        self.tft_layer = None
         # Track only the weights, not the Keras objects: saving a tracked Keras model traces
         # every layer's call for Keras re-loading (~20 s) that serving never uses.
         self.weights = list(model.weights)
@@ -43,6 +45,21 @@ class _ServingModule(tf.Module):
         parsed = tf.io.parse_example(serialized, {labels.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
         return {labels.PROBABILITIES_KEY: self._probabilities(parsed[labels.IMAGE_KEY])}
 
+    def add_transform(self, transform_output: str) -> Any:
+        """Tracks the Transform graph and returns the ``transform_features`` function to export."""
+        import tensorflow_transform as tft  # noqa: PLC0415 (only exports with a transform need it)
+
+        output = tft.TFTransformOutput(transform_output)
+        self.tft_layer = output.transform_features_layer()
+        raw_spec = output.raw_feature_spec()
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        def transform_features(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+            transformed = self.tft_layer(tf.io.parse_example(serialized, raw_spec))
+            return {k: transformed[k] for k in labels.EVAL_FEATURE_KEYS}
+
+        return transform_features
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def predict_images(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         probabilities = self._probabilities(image_bytes)
@@ -52,30 +69,36 @@ class _ServingModule(tf.Module):
 
 
 def export_model(
-    model: tf_keras.Model, export_dir: str, image_size: int, label_names: tuple[str, ...] = labels.LABEL_NAMES
+    model: tf_keras.Model,
+    export_dir: str,
+    image_size: int,
+    label_names: tuple[str, ...] = labels.LABEL_NAMES,
+    transform_output: str | None = None,
 ) -> str:
     """Writes the serving SavedModel.
 
     Signatures: ``serving_default`` (serialized tf.Examples -> ``probabilities`` [B, L], used by
     TFMA) and ``predict_images`` (encoded image bytes [B] -> one [B] probability per label
-    name, plus ``probabilities``). The label names are stored in the model (variable
-    ``label_names``) and in ``assets.extra/labels.json``.
+    name, plus ``probabilities``); with ``transform_output`` also ``transform_features``
+    (serialized raw tf.Examples -> labels and slice features, TFMA's preprocessing function).
+    The label names are stored in the model (variable ``label_names``) and in
+    ``assets.extra/labels.json``.
 
     Args:
       model: images (0-255) -> probabilities.
       export_dir: output folder (local or gs://).
       image_size: the size images are resized to before the model.
       label_names: one name per model output column.
+      transform_output: Transform's graph folder, or None.
 
     Returns:
       export_dir.
     """
     module = _ServingModule(model, label_names, image_size)
-    tf.saved_model.save(
-        module,
-        export_dir,
-        signatures={SERVING_SIGNATURE: module.serve_examples, IMAGES_SIGNATURE: module.predict_images},
-    )
+    signatures = {SERVING_SIGNATURE: module.serve_examples, IMAGES_SIGNATURE: module.predict_images}
+    if transform_output:
+        signatures[labels.TRANSFORM_FEATURES_SIGNATURE] = module.add_transform(transform_output)
+    tf.saved_model.save(module, export_dir, signatures=signatures)
     extra = posixpath.join(export_dir, "assets.extra")
     tf.io.gfile.makedirs(extra)
     with tf.io.gfile.GFile(posixpath.join(extra, LABELS_FILE), "w") as f:

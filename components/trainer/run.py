@@ -13,7 +13,7 @@ import tf_keras
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from components.trainer import backbones, export, model, train
-from components.trainer.data import read_transformed
+from components.trainer.data import read_examples
 from pipeline import labels
 
 logger = logging.getLogger(__name__)
@@ -91,15 +91,19 @@ def train_and_export(
     feature_spec: dict,
     serving_model_dir: str,
     model_run_dir: str,
+    transform_output: str | None = None,
 ) -> TrainResult:
     """Builds the model, embeds each training image once, trains the head, optionally fine-tunes, exports.
 
     Args:
       config: the Trainer settings.
-      train_files: glob(s) of Transform's transformed training examples.
-      feature_spec: Transform's transformed feature spec.
+      train_files: glob(s) of the training examples.
+      feature_spec: their parsing spec: the raw feature spec with ``transform_output``, else a
+        spec with image_raw, labels and filename (examples that already hold the labels).
       serving_model_dir: where the SavedModel goes.
       model_run_dir: TensorBoard logs.
+      transform_output: Transform's graph folder: it turns each parsed batch into labels, and the
+        exported model gets its ``transform_features`` signature (for the Evaluator).
 
     Returns:
       A TrainResult.
@@ -120,11 +124,12 @@ def train_and_export(
         early_stopping_patience=config.early_stopping_patience,
     )
     tensorboard = tf_keras.callbacks.TensorBoard(log_dir=model_run_dir)
+    transform = tft.TFTransformOutput(transform_output).transform_raw_features if transform_output else None
     with tempfile.TemporaryDirectory(prefix="facepipe-embeddings-") as spill_dir:
         start = time.monotonic()
         embedded = train.embed(
             extractor,
-            read_transformed(train_files, feature_spec, config.batch_size),
+            read_examples(train_files, feature_spec, config.batch_size, transform),
             config.image_size,
             memory_limit_bytes=config.embedding_memory_mb << 20,
             spill_dir=spill_dir,
@@ -154,7 +159,7 @@ def train_and_export(
     if config.fine_tune_layers > 0 and config.fine_tune_epochs > 0:
         fine_tuned = backbones.unfreeze_top(backbone, config.fine_tune_layers)
         logger.info("fine-tuning %d backbone layers: %s", len(fine_tuned), ", ".join(fine_tuned))
-        dataset = read_transformed(train_files, feature_spec, config.batch_size)
+        dataset = read_examples(train_files, feature_spec, config.batch_size, transform)
         start = time.monotonic()
         ft_history = train.fine_tune(
             full_model,
@@ -184,7 +189,7 @@ def train_and_export(
         model.freeze(backbone)
 
     start = time.monotonic()
-    export.export_model(full_model, serving_model_dir, config.image_size)
+    export.export_model(full_model, serving_model_dir, config.image_size, transform_output=transform_output)
     seconds["export"] = time.monotonic() - start
     result = TrainResult(
         train_examples=len(training),
@@ -204,9 +209,18 @@ def run_fn(fn_args: FnArgs) -> None:
     """Trains the frozen-backbone multi-label model and exports it.
 
     Args:
-      fn_args: TFX trainer arguments: train_files, transform_output, serving_model_dir,
-        model_run_dir and custom_config (see TrainerConfig).
+      fn_args: TFX trainer arguments: train_files (ExampleGen's raw examples), transform_output,
+        serving_model_dir, model_run_dir and custom_config (see TrainerConfig).
     """
     config = TrainerConfig.from_custom_config(fn_args.custom_config)
-    feature_spec = tft.TFTransformOutput(fn_args.transform_output).transformed_feature_spec()
-    train_and_export(config, fn_args.train_files, feature_spec, fn_args.serving_model_dir, fn_args.model_run_dir)
+    # Transform does not materialize its output: the Trainer reads ExampleGen's raw examples and
+    # applies the transform graph per batch (no copy of every JPEG through Transform).
+    raw_spec = tft.TFTransformOutput(fn_args.transform_output).raw_feature_spec()
+    train_and_export(
+        config,
+        fn_args.train_files,
+        raw_spec,
+        fn_args.serving_model_dir,
+        fn_args.model_run_dir,
+        transform_output=fn_args.transform_output,
+    )

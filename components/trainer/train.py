@@ -153,7 +153,7 @@ def embed(
 
     Args:
       feature_extractor: images -> embeddings.
-      dataset: batches of dicts with image_raw, labels, filename (data.read_transformed).
+      dataset: batches of dicts with image_raw, labels, filename (data.read_examples).
       image_size: the size images are resized to.
       memory_limit_bytes: embeddings beyond this size go to a memory-mapped file instead of memory.
       spill_dir: local folder for that file (default: the system temp folder).
@@ -466,7 +466,7 @@ def image_batches(
     same files as head training.
 
     Args:
-      dataset: batches of dicts with image_raw, labels, filename (data.read_transformed).
+      dataset: batches of dicts with image_raw, labels, filename (data.read_examples).
       image_size: the size images are resized to.
       batch_size: output batch size.
       held_out: True for the held-out files, False for the rest.
