@@ -13,7 +13,7 @@ Python process whose whole process tree is sampled for resident memory (psutil):
   (d) bare:      one bare backbone pass over all the images (decode + backbone, outputs dropped):
                  the floor for anything that looks at every image once;
   (b) trainer:   our Trainer alone (components.trainer.run.train_and_export, the function run_fn
-                 calls) on the Transform output of (c);
+                 calls) on the examples and Transform graph of (c);
   (a) plain:     the plain loop: tf.data from the image files of the same training split ->
                  the same frozen backbone + head -> model.fit for the same epochs.
 
@@ -22,7 +22,7 @@ start and imports) and the peak memory of its process tree are reported beside t
 
 This machine's speed drifts by up to 1.7x over minutes, and (c) / (d) is the tight target, so
 --repeats N (default 3) runs (c) and (d) N times each, alternating (c, d, c, d, ...), and reports
-the median of each with every sample and every adjacent-pair ratio. (a) and (b) run once: (a)
+the median of each with every sample and the ratio of each back-to-back pair. (a) and (b) run once: (a)
 alone takes about 11 minutes at 24,000 images.
 
 Results go to <out>/bench_trainer.json (updated after every measurement, so a partial run keeps
@@ -49,8 +49,8 @@ from typing import Any
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_WORK_DIR = os.path.join(REPO_ROOT, "bench", "work")
 DEFAULT_OUT = os.path.join(REPO_ROOT, "bench", "results")
-# Run order: (c) first, since (b) and (a) use its Transform output; (d) right after it, so every
-# (c), (d) pair was measured minutes apart.
+# Run order: (c) first, since (b) and (a) use its examples and Transform graph; (d) right after
+# it, so each (c), (d) pair is measured back to back.
 PHASES = ("pipeline", "bare", "trainer", "plain")
 REPEATED = ("pipeline", "bare")  # the two sides of the tight c/d target
 LABELS = {"plain": "(a) plain loop", "trainer": "(b) Trainer alone", "pipeline": "(c) whole pipeline",
@@ -199,7 +199,7 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(
                 f"{int(n):,} images, repeated in alternation: (c) " + ", ".join(f"{x:.1f}" for x in c)
                 + " s; (d) " + ", ".join(f"{x:.1f}" for x in d)
-                + " s; c / d of each adjacent pair " + ", ".join(f"{x:.2f}" for x in pairs) + "."
+                + " s; c / d of each back-to-back pair " + ", ".join(f"{x:.2f}" for x in pairs) + "."
             )
     return "\n".join(lines) + "\n"
 
@@ -291,14 +291,14 @@ def parent(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------------
 
 
-def _transform_outputs(pipeline_root: str) -> tuple[str, str]:
-    """(glob of the transformed training examples, transform graph folder) of the latest pipeline run."""
+def _pipeline_outputs(pipeline_root: str) -> tuple[str, str]:
+    """(glob of ExampleGen's training examples, Transform's graph folder) of the latest pipeline run."""
     graphs = sorted(glob.glob(os.path.join(pipeline_root, "Transform", "transform_graph", "*")), key=os.path.getmtime)
     examples = sorted(
-        glob.glob(os.path.join(pipeline_root, "Transform", "transformed_examples", "*")), key=os.path.getmtime
+        glob.glob(os.path.join(pipeline_root, "ImageExampleGen", "examples", "*")), key=os.path.getmtime
     )
     if not graphs or not examples:
-        raise FileNotFoundError(f"no Transform output under {pipeline_root}: run the pipeline phase first")
+        raise FileNotFoundError(f"no pipeline output under {pipeline_root}: run the pipeline phase first")
     return os.path.join(examples[-1], "Split-train", "*"), graphs[-1]
 
 
@@ -309,10 +309,10 @@ def _training_files(pipeline_root: str, data_dir: str) -> tuple[list[str], Any]:
 
     from pipeline import labels
 
-    pattern, _ = _transform_outputs(pipeline_root)
+    pattern, _ = _pipeline_outputs(pipeline_root)
     spec = {
-        labels.FILENAME_KEY: tf.io.FixedLenFeature([], tf.string),
-        labels.LABELS_KEY: tf.io.FixedLenFeature([len(labels.LABEL_NAMES)], tf.float32),
+        key: tf.io.FixedLenFeature([], tf.string if key == labels.FILENAME_KEY else tf.int64)
+        for key in (labels.FILENAME_KEY, labels.AGE_KEY, labels.GENDER_KEY, labels.RACE_KEY)
     }
     paths, ys = [], []
     for batch in (
@@ -321,8 +321,14 @@ def _training_files(pipeline_root: str, data_dir: str) -> tuple[list[str], Any]:
         .map(lambda x: tf.io.parse_example(x, spec))
     ):
         paths += [os.path.join(data_dir, n.decode()) for n in batch[labels.FILENAME_KEY].numpy()]
-        ys.append(batch[labels.LABELS_KEY].numpy())
-    return paths, np.concatenate(ys)
+        ys += [
+            labels.label_vector(int(a), int(g), int(r))
+            for a, g, r in zip(
+                batch[labels.AGE_KEY].numpy(), batch[labels.GENDER_KEY].numpy(), batch[labels.RACE_KEY].numpy(),
+                strict=True,
+            )
+        ]
+    return paths, np.array(ys, dtype=np.float32)
 
 
 def _load_image(image_size: int):
@@ -381,23 +387,23 @@ def phase_pipeline(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def phase_trainer(args: argparse.Namespace) -> dict[str, Any]:
-    """(b) Our Trainer alone, on the Transform output of the pipeline phase."""
+    """(b) Our Trainer alone, on the pipeline phase's examples and Transform graph (as run_fn calls it)."""
     import dataclasses
 
     import tensorflow_transform as tft
 
     from components.trainer import run
 
-    pattern, graph = _transform_outputs(os.path.join(args.run_dir, "pipeline", "pipeline_root"))
+    pattern, graph = _pipeline_outputs(os.path.join(args.run_dir, "pipeline", "pipeline_root"))
     out = os.path.join(args.run_dir, "trainer")
     shutil.rmtree(out, ignore_errors=True)
     config = run.TrainerConfig(
         backbone=args.backbone, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size
     )
     start = time.monotonic()
-    feature_spec = tft.TFTransformOutput(graph).transformed_feature_spec()
+    raw_spec = tft.TFTransformOutput(graph).raw_feature_spec()
     result = run.train_and_export(
-        config, pattern, feature_spec, os.path.join(out, "serving"), os.path.join(out, "run")
+        config, pattern, raw_spec, os.path.join(out, "serving"), os.path.join(out, "run"), transform_output=graph
     )
     return {"seconds": time.monotonic() - start, "result": dataclasses.asdict(result)}
 
@@ -488,7 +494,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3,
                         help="runs of (c) pipeline and (d) bare each, alternating; the report gives medians")
     parser.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES),
-                        help="which measurements (plain and trainer need the pipeline's Transform output)")
+                        help="which measurements (plain and trainer need the pipeline phase's output)")
     parser.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help="generated data and run outputs")
     parser.add_argument("--out", default=DEFAULT_OUT, help="where the JSON and Markdown reports go")
     parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)

@@ -126,26 +126,45 @@ def _expected(name: str) -> tuple[np.ndarray, str, str, str]:
     )
 
 
-def test_trainer_reads_raw_examples_through_the_transform_graph(transform_run):
-    """What the Trainer sees: ExampleGen's raw examples with the labels the Transform graph computes."""
+def test_trainer_labels_raw_examples_with_the_transform_graph(transform_run):
+    """What the Trainer sees: ExampleGen's raw examples, labelled by the Transform graph in the embedding
+    pass, and the same labels attached by file name for fine-tuning."""
     import tensorflow_transform as tft
+    import tf_keras
 
-    from components.trainer import data
+    from components.trainer import data, train
 
     data_dir, files, graph = transform_run
     output = tft.TFTransformOutput(graph)
-    seen = {}
-    for batch in data.read_examples(files, output.raw_feature_spec(), 4, output.transform_raw_features):
-        assert set(batch) == {labels.IMAGE_KEY, labels.LABELS_KEY, labels.FILENAME_KEY}
-        for name, vector, image in zip(
-            batch[labels.FILENAME_KEY].numpy(), batch[labels.LABELS_KEY].numpy(), batch[labels.IMAGE_KEY].numpy(),
-            strict=True,
-        ):
-            seen[name.decode()] = (vector, image)
-    assert sorted(seen) == sorted(p.name for p in data_dir.iterdir())
-    for name, (vector, image) in seen.items():
+    extractor = tf_keras.Sequential([tf_keras.layers.Input((16, 16, 3)), tf_keras.layers.GlobalAveragePooling2D()])
+    embedded = train.embed(
+        extractor, data.read_examples(files, output.raw_feature_spec(), 4), 16,
+        transform=output.transform_raw_features,
+    )
+    assert sorted(embedded.filenames) == sorted(p.name for p in data_dir.iterdir())
+    for name, vector in zip(embedded.filenames, embedded.labels, strict=True):
         np.testing.assert_array_equal(vector, _expected(name)[0])
-        assert image == (data_dir / name).read_bytes()
+    assert embedded.embeddings.shape == (len(embedded), 3)
+
+    labelled = data.with_labels(data.read_examples(files, output.raw_feature_spec(), 5), embedded.filenames,
+                                embedded.labels)
+    seen = 0
+    for batch in labelled:
+        for name, vector in zip(batch[labels.FILENAME_KEY].numpy(), batch[labels.LABELS_KEY].numpy(),
+                                strict=True):
+            np.testing.assert_array_equal(vector, _expected(name.decode())[0])
+            seen += 1
+    assert seen == len(embedded)
+    # Fine-tuning's input: decoded images with those labels, split like head training.
+    held = train.validation_mask(embedded.filenames, 3)
+    for flag in (True, False):
+        pairs = list(train.image_batches(labelled, 16, 4, flag, 3))
+        assert sum(len(y) for _, y in pairs) == (held if flag else ~held).sum()
+        assert all(x.shape[1:] == (16, 16, 3) and y.shape[1] == len(labels.LABEL_NAMES) for x, y in pairs)
+    unknown = data.with_labels(data.read_examples(files, output.raw_feature_spec(), 5), embedded.filenames[:1],
+                               embedded.labels[:1])
+    with pytest.raises(tf.errors.InvalidArgumentError):  # a file without labels fails, never gets a wrong row
+        list(unknown)
 
 
 def test_exported_model_carries_the_transform_for_the_evaluator(transform_run, tmp_path):

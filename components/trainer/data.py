@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
+import numpy as np
 import tensorflow as tf
 
 from pipeline import labels
@@ -31,38 +29,59 @@ def decode_images(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
     )
 
 
-def read_examples(
-    file_pattern: str | list[str],
-    feature_spec: dict,
-    batch_size: int,
-    transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-) -> tf.data.Dataset:
+def read_examples(file_pattern: str | list[str], feature_spec: dict, batch_size: int) -> tf.data.Dataset:
     """Reads gzipped tf.Example TFRecords in file order (deterministic).
 
     Args:
       file_pattern: glob(s) of example files.
-      feature_spec: how to parse them: the raw feature spec when ``transform`` is given
-        (tft.TFTransformOutput.raw_feature_spec()), else a spec with image_raw, labels, filename.
+      feature_spec: how to parse them: tft.TFTransformOutput.raw_feature_spec() for the pipeline's
+        raw examples (the Trainer applies the Transform graph outside tf.data: see train.embed),
+        or a spec with image_raw, labels and filename for examples that hold the labels.
       batch_size: batch size.
-      transform: applied to each parsed batch (tft.TFTransformOutput.transform_raw_features),
-        for the pipeline's raw examples; None for examples that already hold the labels.
 
     Returns:
-      A dataset of dicts with image_raw [B], labels [B, L] and filename [B].
+      A dataset of dicts of the spec's features, [B, ...] each.
     """
     files = tf.io.gfile.glob(file_pattern) if isinstance(file_pattern, str) else sorted(
         f for p in file_pattern for f in tf.io.gfile.glob(p)
     )
-    keys = (labels.IMAGE_KEY, labels.LABELS_KEY, labels.FILENAME_KEY)
-
-    def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
-        features = tf.io.parse_example(serialized, feature_spec)
-        if transform is not None:
-            features = transform(features)
-        return {k: features[k] for k in keys}
-
     return (
         tf.data.TFRecordDataset(sorted(files), compression_type="GZIP")
         .batch(batch_size)
-        .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+        .map(lambda x: tf.io.parse_example(x, feature_spec), num_parallel_calls=tf.data.AUTOTUNE)
     )
+
+
+def with_labels(dataset: tf.data.Dataset, filenames: np.ndarray, label_matrix: np.ndarray) -> tf.data.Dataset:
+    """Labels batches of raw examples by looking their file names up.
+
+    The labels come from the embedding pass (train.embed applies the Transform graph there);
+    a lookup table is safe inside tf.data, where calling the loaded Transform function from a
+    parallel map hung the pipeline's Trainer (intermittently, with idle CPUs).
+
+    Args:
+      dataset: batches of dicts with filename [B].
+      filenames: (N,) file names.
+      label_matrix: (N, L) their label vectors.
+
+    Returns:
+      Batches of image_raw [B], filename [B] and labels [B, L]; a file name not in
+      ``filenames`` fails the gather.
+    """
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(filenames.astype(str)), tf.range(len(filenames), dtype=tf.int64)
+        ),
+        default_value=-1,
+    )
+    matrix = tf.constant(label_matrix, tf.float32)
+
+    def add(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        names = tf.reshape(batch[labels.FILENAME_KEY], [-1])  # raw features are [B, 1]
+        return {
+            labels.IMAGE_KEY: tf.reshape(batch[labels.IMAGE_KEY], [-1]),
+            labels.FILENAME_KEY: names,
+            labels.LABELS_KEY: tf.gather(matrix, table.lookup(names)),
+        }
+
+    return dataset.map(add, num_parallel_calls=tf.data.AUTOTUNE)

@@ -13,7 +13,7 @@ import tf_keras
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from components.trainer import backbones, export, model, train
-from components.trainer.data import read_examples
+from components.trainer.data import read_examples, with_labels
 from pipeline import labels
 
 logger = logging.getLogger(__name__)
@@ -102,8 +102,9 @@ def train_and_export(
         spec with image_raw, labels and filename (examples that already hold the labels).
       serving_model_dir: where the SavedModel goes.
       model_run_dir: TensorBoard logs.
-      transform_output: Transform's graph folder: it turns each parsed batch into labels, and the
-        exported model gets its ``transform_features`` signature (for the Evaluator).
+      transform_output: Transform's graph folder: the embedding pass turns each parsed batch into
+        labels with it, and the exported model gets its ``transform_features`` signature (for
+        the Evaluator).
 
     Returns:
       A TrainResult.
@@ -129,10 +130,11 @@ def train_and_export(
         start = time.monotonic()
         embedded = train.embed(
             extractor,
-            read_examples(train_files, feature_spec, config.batch_size, transform),
+            read_examples(train_files, feature_spec, config.batch_size),
             config.image_size,
             memory_limit_bytes=config.embedding_memory_mb << 20,
             spill_dir=spill_dir,
+            transform=transform,
         )
         seconds["embed"] = time.monotonic() - start
         held_out = train.validation_mask(embedded.filenames, params.validation_buckets)
@@ -159,7 +161,9 @@ def train_and_export(
     if config.fine_tune_layers > 0 and config.fine_tune_epochs > 0:
         fine_tuned = backbones.unfreeze_top(backbone, config.fine_tune_layers)
         logger.info("fine-tuning %d backbone layers: %s", len(fine_tuned), ", ".join(fine_tuned))
-        dataset = read_examples(train_files, feature_spec, config.batch_size, transform)
+        dataset = read_examples(train_files, feature_spec, config.batch_size)
+        if transform is not None:  # the labels the embedding pass computed, by file name
+            dataset = with_labels(dataset, embedded.filenames, embedded.labels)
         start = time.monotonic()
         ft_history = train.fine_tune(
             full_model,
@@ -214,7 +218,7 @@ def run_fn(fn_args: FnArgs) -> None:
     """
     config = TrainerConfig.from_custom_config(fn_args.custom_config)
     # Transform does not materialize its output: the Trainer reads ExampleGen's raw examples and
-    # applies the transform graph per batch (no copy of every JPEG through Transform).
+    # applies the transform graph in its embedding pass (no copy of every JPEG through Transform).
     raw_spec = tft.TFTransformOutput(fn_args.transform_output).raw_feature_spec()
     train_and_export(
         config,

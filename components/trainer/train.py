@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import tempfile
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -146,6 +147,7 @@ def embed(
     image_size: int,
     memory_limit_bytes: int = DEFAULT_EMBEDDING_MEMORY_LIMIT,
     spill_dir: str | None = None,
+    transform: Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]] | None = None,
 ) -> Embedded:
     """Runs every image of a dataset through the feature extractor once.
 
@@ -153,10 +155,15 @@ def embed(
 
     Args:
       feature_extractor: images -> embeddings.
-      dataset: batches of dicts with image_raw, labels, filename (data.read_examples).
+      dataset: batches of dicts with image_raw ([B] or raw [B, 1]) and filename, and labels
+        unless ``transform`` makes them (data.read_examples).
       image_size: the size images are resized to.
       memory_limit_bytes: embeddings beyond this size go to a memory-mapped file instead of memory.
       spill_dir: local folder for that file (default: the system temp folder).
+      transform: raw features -> features with labels and filename
+        (tft.TFTransformOutput.transform_raw_features). It runs as one traced function on this
+        thread, not inside tf.data: called from a parallel tf.data map, the loaded Transform
+        function hung the pipeline's Trainer intermittently.
 
     Returns:
       The embeddings, labels and file names, in dataset order.
@@ -169,17 +176,20 @@ def embed(
     def _embed(images: tf.Tensor) -> tf.Tensor:
         return feature_extractor(images, training=False)
 
+    features_of = None if transform is None else tf.function(transform, input_signature=[dataset.element_spec])
+
     decoded = dataset.map(
-        lambda b: (data.decode_images(b[labels.IMAGE_KEY], image_size), b[labels.LABELS_KEY], b[labels.FILENAME_KEY]),
+        lambda b: (data.decode_images(tf.reshape(b[labels.IMAGE_KEY], [-1]), image_size), b),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     ).prefetch(2)
     writer = _EmbeddingWriter(memory_limit_bytes, spill_dir)
     label_chunks, names = [], []
-    for images, batch_labels, batch_names in decoded:
+    for images, parsed in decoded:
         writer.append(_embed(images).numpy())
-        label_chunks.append(batch_labels.numpy())
-        names.append(batch_names.numpy())
+        features = parsed if features_of is None else features_of(parsed)
+        label_chunks.append(features[labels.LABELS_KEY].numpy())
+        names.append(features[labels.FILENAME_KEY].numpy())
     if not label_chunks:
         raise ValueError("no examples to embed")
     return Embedded(
