@@ -413,7 +413,7 @@ def phase_plain(args: argparse.Namespace) -> dict[str, Any]:
     import tensorflow as tf
     import tf_keras
 
-    from components.trainer import model
+    from components.trainer import data, model
     from pipeline import labels
 
     paths, y = _training_files(os.path.join(args.run_dir, "pipeline", "pipeline_root"), args.data_dir)
@@ -427,7 +427,10 @@ def phase_plain(args: argparse.Namespace) -> dict[str, Any]:
         metrics=[tf_keras.metrics.AUC(multi_label=True, num_labels=len(labels.LABEL_NAMES))],
     )
     load = _load_image(args.image_size)
-    dataset = (
+    # The same tf.data options as our Trainer (data.without_autotune): with TF's autotuning on,
+    # ending an epoch's iterator sometimes waits ~25 s with idle CPUs, which would slow this loop
+    # for reasons that are not the backbone.
+    dataset = data.without_autotune(
         tf.data.Dataset.from_tensor_slices((paths, y))
         .shuffle(len(paths), seed=0, reshuffle_each_iteration=True)
         .map(lambda p, label: (load(p), label), num_parallel_calls=tf.data.AUTOTUNE)
@@ -459,7 +462,7 @@ def phase_bare(args: argparse.Namespace) -> dict[str, Any]:
     def forward(images: Any) -> Any:
         return tf.reduce_sum(extractor(images, training=False))
 
-    dataset = (
+    dataset = data.without_autotune(  # as the Trainer's embedding pass
         tf.data.Dataset.from_tensor_slices(paths)
         .map(tf.io.read_file, num_parallel_calls=tf.data.AUTOTUNE)
         .batch(args.batch_size)

@@ -163,7 +163,7 @@ def embed(
       transform: raw features -> features with labels and filename
         (tft.TFTransformOutput.transform_raw_features). It runs as one traced function on this
         thread, not inside tf.data: called from a parallel tf.data map, the loaded Transform
-        function hung the pipeline's Trainer intermittently.
+        function hung the pipeline's Trainer, with idle CPUs, in one of four runs at 24,000 images.
 
     Returns:
       The embeddings, labels and file names, in dataset order.
@@ -178,11 +178,13 @@ def embed(
 
     features_of = None if transform is None else tf.function(transform, input_signature=[dataset.element_spec])
 
-    decoded = dataset.map(
-        lambda b: (data.decode_images(tf.reshape(b[labels.IMAGE_KEY], [-1]), image_size), b),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    ).prefetch(2)
+    decoded = data.without_autotune(
+        dataset.map(
+            lambda b: (data.decode_images(tf.reshape(b[labels.IMAGE_KEY], [-1]), image_size), b),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        ).prefetch(2)
+    )
     writer = _EmbeddingWriter(memory_limit_bytes, spill_dir)
     label_chunks, names = [], []
     for images, parsed in decoded:
@@ -333,9 +335,11 @@ def _gather(
     if store is not None:
         rows = tf.constant(embedded.row_indices())
         label_values = tf.constant(embedded.labels)
-        return index_batches.map(
-            lambda items: (tf.gather(store, tf.gather(rows, items)), tf.gather(label_values, items))
-        ).prefetch(tf.data.AUTOTUNE)
+        return data.without_autotune(
+            index_batches.map(
+                lambda items: (tf.gather(store, tf.gather(rows, items)), tf.gather(label_values, items))
+            ).prefetch(tf.data.AUTOTUNE)
+        )
     dim, num_labels = embedded.embeddings.shape[1], embedded.labels.shape[1]
 
     def _numpy_gather(items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -347,7 +351,7 @@ def _gather(
         y.set_shape([None, num_labels])
         return x, y
 
-    return index_batches.map(_map).prefetch(tf.data.AUTOTUNE)
+    return data.without_autotune(index_batches.map(_map).prefetch(tf.data.AUTOTUNE))
 
 
 def epoch_logger(prefix: str = "epoch") -> tf_keras.callbacks.Callback:
@@ -492,7 +496,7 @@ def image_batches(
     )
     if shuffle_buffer:
         examples = examples.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    return (
+    return data.without_autotune(
         examples.batch(batch_size)
         .map(
             lambda b: (data.decode_images(b[labels.IMAGE_KEY], image_size), b[labels.LABELS_KEY]),
