@@ -76,9 +76,8 @@ def read_examples(file_pattern: str | list[str], feature_spec: dict, batch_size:
 def with_labels(dataset: tf.data.Dataset, filenames: np.ndarray, label_matrix: np.ndarray) -> tf.data.Dataset:
     """Labels batches of raw examples by looking their file names up.
 
-    The labels come from the embedding pass (train.embed applies the Transform graph there);
-    a lookup table is safe inside tf.data, while the loaded Transform function called from a
-    parallel map hung the pipeline's Trainer, with idle CPUs, in one of four runs at 24,000 images.
+    The labels come from the embedding pass (train.embed applies the Transform graph there), so
+    fine-tuning trains on exactly the labels the head trained on.
 
     Args:
       dataset: batches of dicts with filename [B].
