@@ -479,7 +479,8 @@ def image_batches(
     same files as head training.
 
     Args:
-      dataset: batches of dicts with image_raw, labels, filename (data.read_examples).
+      dataset: batches of dicts with image_raw [B], labels and filename [B] (data.with_labels
+        over the raw examples, or data.read_examples of examples that hold the labels).
       image_size: the size images are resized to.
       batch_size: output batch size.
       held_out: True for the held-out files, False for the rest.
