@@ -20,10 +20,11 @@ Python process whose whole process tree is sampled for resident memory (psutil):
 Reported times are the work itself (after imports); each process's total wall time (with Python
 start and imports) and the peak memory of its process tree are reported beside them.
 
-This machine's speed drifts by up to 1.7x over minutes, and (c) / (d) is the tight target, so
---repeats N (default 3) runs (c) and (d) N times each, alternating (c, d, c, d, ...), and reports
-the median of each with every sample and the ratio of each back-to-back pair. (a) and (b) run once: (a)
-alone takes about 11 minutes at 24,000 images.
+Single runs vary (until data.without_autotune, a tf.data iterator stall of ~25 s hit some runs
+and not others), and (c) / (d) is the tight target, so --repeats N (default 3) runs (c) and (d)
+N times each, alternating (c, d, c, d, ...), and reports the median of each with every sample and
+the ratio of each back-to-back pair. (a) and (b) run once: (a) alone takes about 9 minutes at
+24,000 images.
 
 Results go to <out>/bench_trainer.json (updated after every measurement, so a partial run keeps
 what it measured) and <out>/bench_trainer.md.

@@ -69,7 +69,7 @@ def latest_blessed_other_than(
       models: all Model artifacts of the pipeline.
       blessings: all ModelBlessing artifacts of the pipeline.
       usable: whether a blessed model can be evaluated as the baseline; newer models that
-        cannot are skipped (and logged).
+        cannot are skipped (the predicate logs why).
 
     Returns:
       (model, its blessing), or (None, None) when there is no such model.
@@ -83,7 +83,6 @@ def latest_blessed_other_than(
         if model.id in blessed and model.id not in candidate_ids:
             if usable(model):
                 return model, blessed[model.id]
-            logger.warning("blessed model %d (%s) cannot be the baseline; looking at older ones", model.id, model.uri)
     return None, None
 
 
@@ -91,8 +90,8 @@ def _evaluable(model: types.Artifact) -> bool:
     """Whether the Evaluator can run a model as the baseline (it has the Transform signature)."""
     if has_signature(model.uri, labels.TRANSFORM_FEATURES_SIGNATURE):
         return True
-    logger.warning("model %d has no %s signature (exported before it existed)", model.id,
-                   labels.TRANSFORM_FEATURES_SIGNATURE)
+    logger.warning("blessed model %d (%s) is not used as the baseline: it has no %s signature (exported "
+                   "before it existed)", model.id, model.uri, labels.TRANSFORM_FEATURES_SIGNATURE)
     return False
 
 

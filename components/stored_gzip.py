@@ -1,9 +1,9 @@
 """Gzipped TFRecord output with stored (level-0) deflate blocks, for outputs made of JPEG bytes.
 
-Examples here are mostly JPEG bytes, which deflate does not shrink (7% at level 6, measured),
-while compressing them cost a quarter of ingestion's time and a third of Transform's. Stored
-blocks keep the files valid gzip, so every reader of ``tfrecords_gzip`` artifacts (tf.data,
-TFX, TFMA, Python's gzip module) reads them unchanged.
+ImageExampleGen's examples are mostly JPEG bytes, which deflate does not shrink (7% at level 6,
+measured), while compressing them cost a quarter of ingestion's time. Stored blocks keep the
+files valid gzip, so every reader of ``tfrecords_gzip`` artifacts (tf.data, TFX, TFMA, Python's
+gzip module) reads them unchanged.
 """
 
 from __future__ import annotations
@@ -46,18 +46,17 @@ class StoredGzipTFRecordSink(tfrecordio._TFRecordSink):
         return StoredGzipFile(FileSystems.create(temp_path, self.mime_type, CompressionTypes.UNCOMPRESSED))
 
 
-def write_tfrecords_gzip(file_path_prefix: str, file_name_suffix: str = ".gz") -> beam.PTransform:
-    """Writes serialized records as gzipped TFRecord shards named <prefix>-SSSSS-of-NNNNN<suffix>.
+def write_tfrecords_gzip(file_path_prefix: str) -> beam.PTransform:
+    """Writes serialized records as gzipped TFRecord shards named <prefix>-SSSSS-of-NNNNN.gz.
 
     Args:
       file_path_prefix: path prefix of the shards.
-      file_name_suffix: file name ending.
 
     Returns:
       A PTransform from a PCollection of bytes to the written files.
     """
     return beam.io.Write(
         StoredGzipTFRecordSink(
-            file_path_prefix, beam.coders.BytesCoder(), file_name_suffix, 0, None, CompressionTypes.UNCOMPRESSED
+            file_path_prefix, beam.coders.BytesCoder(), ".gz", 0, None, CompressionTypes.UNCOMPRESSED
         )
     )
