@@ -112,6 +112,7 @@ def age_group(age: int) -> str:
 
 
 # --- file names ---------------------------------------------------------------
+_ASCII_NUMBER = re.compile(r"[0-9]+")
 UTKFACE_PATTERN = r"^(?P<age>\d+)_(?P<gender>\d+)_(?P<race>\d+)_(?P<datetime>\d{17})\.jpg\.chip\.jpg$"
 
 
@@ -142,17 +143,19 @@ def compile_pattern(pattern: str = UTKFACE_PATTERN) -> re.Pattern[str]:
     """Compiles and checks a file-name pattern.
 
     Args:
-      pattern: a regular expression with named groups ``age``, ``gender`` and ``race``.
+      pattern: a regular expression with named groups ``age``, ``gender`` and ``race``; it must
+        match a whole base name (parse_filename uses fullmatch), and ``\\d``/``\\w`` mean ASCII only.
 
     Returns:
-      The compiled pattern.
+      The compiled pattern (re.ASCII).
 
     Raises:
       ValueError: the pattern does not compile or lacks a required group.
     """
     try:
-        compiled = re.compile(pattern)
-    except re.error as e:
+        # ASCII: \d is [0-9] only; Unicode digits (Arabic-Indic, fullwidth) would otherwise parse as numbers.
+        compiled = re.compile(pattern, flags=re.ASCII)
+    except (re.error, ValueError) as e:  # ValueError: an inline (?u) conflicts with ASCII
         raise ValueError(f"file-name pattern {pattern!r} is not a valid regex: {e}") from None
     missing = [g for g in RAW_LABEL_KEYS if g not in compiled.groupindex]
     if missing:
@@ -177,13 +180,16 @@ def parse_filename(name: str, pattern: re.Pattern[str] | None = None) -> ParsedN
       FilenameError: the name does not match or a label is out of range.
     """
     pattern = pattern or _DEFAULT_PATTERN
-    match = pattern.match(name)
+    # fullmatch: the whole name, so "$" cannot match before a trailing newline; flags come from
+    # compile_pattern (re.ASCII), which covers custom patterns too.
+    match = pattern.fullmatch(name)
     if match is None:
         raise FilenameError("name_mismatch", f"file name {name!r} does not match the pattern {pattern.pattern!r}")
     values: dict[str, int] = {}
     for key in RAW_LABEL_KEYS:
         text = match.group(key)
-        if text is None or not text.isdigit():
+        # ASCII digits only: str.isdigit() accepts "²" (which int() refuses) and int() accepts "٢٥" and "２５".
+        if text is None or not _ASCII_NUMBER.fullmatch(text):
             raise FilenameError("name_mismatch", f"file name {name!r}: field {key} is {text!r}, not a number")
         values[key] = int(text)
     checks: Mapping[str, tuple[int, int]] = {

@@ -16,11 +16,12 @@ from components.anomaly_gate import AnomalyGate
 from components.baseline import LatestBlessedOtherModelStrategy
 from components.drift import LabelDriftCheck
 from components.evaluation_gate import EvaluationGate
+from components.evaluator import FingerprintedEvaluator
 from components.image_example_gen.component import ImageExampleGen
 from components.image_example_gen.ingest import DEFAULT_MAX_IMAGE_PIXELS
 from components.trainer.run import TrainerConfig
 from pipeline import labels, runtime_params
-from pipeline.config import PipelineConfig, code_fingerprint
+from pipeline.config import PipelineConfig, code_fingerprint, component_modules
 
 TRANSFORM_FN = "components.transform.preprocessing_fn"
 RUN_FN = "components.trainer.run.run_fn"
@@ -65,7 +66,7 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
     example_gen = ImageExampleGen(
         input_base=config.data_dir,
         filename_pattern=config.filename_pattern,
-        code_version=code_fingerprint("components.image_example_gen", "components.stored_gzip", "pipeline.labels"),
+        code_version=code_fingerprint(*component_modules(ImageExampleGen)),
         max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
         spans=config.spans,
         output_config=example_gen_pb2.Output(
@@ -94,12 +95,12 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
     label_drift = LabelDriftCheck(
         examples=example_gen.outputs["examples"],
         max_label_drift=config.max_label_drift,
-        code_version=code_fingerprint("components.drift", "components.image_example_gen", "pipeline.labels"),
+        code_version=code_fingerprint(*component_modules(LabelDriftCheck)),
     ).with_id(LABEL_DRIFT)
     anomaly_gate = AnomalyGate(
         anomalies=example_validator.outputs["anomalies"],
         drift=label_drift.outputs["report"],
-        code_version=code_fingerprint("components.anomaly_gate", "components.drift"),
+        code_version=code_fingerprint(*component_modules(AnomalyGate)),
     ).with_id(ANOMALY_GATE)
 
     # Transform's graph is all the Trainer and the Evaluator need: they read ExampleGen's examples
@@ -111,7 +112,7 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=TRANSFORM_FN,
         # Dotted-path functions are invisible to the cache key; the fingerprint is not.
-        custom_config={"code_version": code_fingerprint("components.transform", "pipeline.labels")},
+        custom_config={"code_version": code_fingerprint(*component_modules(TRANSFORM_FN))},
         disable_statistics=True,
         materialize=False,
     ).with_id(TRANSFORM)
@@ -130,7 +131,7 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
         early_stopping_patience=config.early_stopping_patience,
         fine_tune_layers=config.fine_tune_layers,
         fine_tune_epochs=config.fine_tune_epochs,
-        code_version=code_fingerprint("components.trainer", "pipeline.labels"),
+        code_version=code_fingerprint(*component_modules(RUN_FN), files=[config.weights_file]),
     )
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
@@ -161,11 +162,14 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
             strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy, **baseline_inputs
         ).with_id(BASELINE_RESOLVER)
 
-    evaluator = tfx.components.Evaluator(
+    eval_config = evaluation.build_eval_config(gates=config.gate_settings())
+    evaluator = FingerprintedEvaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=baseline_resolver.outputs[baseline.MODEL_KEY],
-        eval_config=evaluation.build_eval_config(gates=config.gate_settings()),
+        eval_config=eval_config,
+        # TFMA loads the metric classes the EvalConfig names by module: their code is in no cache key.
+        code_version=code_fingerprint(*component_modules(config=eval_config)),
     ).with_id(EVALUATOR)
     # Judges every gate against the thresholds the Evaluator ran with; its blessing decides the push.
     evaluation_gate = EvaluationGate(
@@ -173,7 +177,7 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
         model=trainer.outputs["model"],
         label_names=json.dumps(list(labels.LABEL_NAMES)),
         fairness_min_count=config.fairness_min_count,
-        code_version=code_fingerprint("components.evaluation", "components.evaluation_gate"),
+        code_version=code_fingerprint(*component_modules(EvaluationGate)),
     ).with_id(EVALUATION_GATE)
 
     pusher = atomic_pusher.AtomicPusher(
@@ -183,7 +187,7 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_base(config))
         ),
         # Atomic (staging folder + rename) and idempotent publishing; see components/pusher.py.
-        custom_config={"code_version": code_fingerprint("components.pusher")},
+        custom_config={"code_version": code_fingerprint(*component_modules(atomic_pusher.AtomicPusher))},
     ).with_id(PUSHER)
 
     if runtime_parameters:

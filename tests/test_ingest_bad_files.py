@@ -13,6 +13,7 @@ import tensorflow as tf
 from PIL import Image
 from tfx.types import standard_artifacts
 
+from components import images
 from components.image_example_gen import executor, ingest
 from pipeline import labels
 
@@ -216,13 +217,13 @@ def test_transparent_pixels_become_white():
 
 
 def test_sniff_format():
-    assert ingest.sniff_format(_image(0)) == "JPEG"
-    assert ingest.sniff_format(_image(0, "PNG")) == "PNG"
-    assert ingest.sniff_format(_image(0, "WEBP")) == "WEBP"
-    assert ingest.sniff_format(_image(0, "TIFF")) == "TIFF"
-    assert ingest.sniff_format(_image(0, "BMP")) == "BMP"
-    assert ingest.sniff_format(b"BMW owners club newsletter, issue 7") is None
-    assert ingest.sniff_format(b"hello") is None
+    assert images.sniff_format(_image(0)) == "JPEG"
+    assert images.sniff_format(_image(0, "PNG")) == "PNG"
+    assert images.sniff_format(_image(0, "WEBP")) == "WEBP"
+    assert images.sniff_format(_image(0, "TIFF")) == "TIFF"
+    assert images.sniff_format(_image(0, "BMP")) == "BMP"
+    assert images.sniff_format(b"BMW owners club newsletter, issue 7") is None
+    assert images.sniff_format(b"hello") is None
 
 
 # --- listing: links, special files ------------------------------------------------------------------

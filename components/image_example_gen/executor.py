@@ -124,15 +124,11 @@ class _HashFile(beam.DoFn):
             yield hashlib.sha256(data).hexdigest(), (relative, path)
 
 
-def _duplicates(group: tuple[str, Any]):
-    """For one content hash, yields (path, (kept relative, kept path)) for every copy not kept."""
+def _duplicates(group: tuple[str, Any], pattern: str):
+    """For one content hash, yields (path, quarantine JSON line) for every copy not kept."""
     _, copies = group
-    copies = list(copies)
-    if len(copies) < 2:
-        return
-    kept, others = ingest.choose_kept(copies)
-    for _, path in others:
-        yield path, kept
+    for path, entry in ingest.duplicate_entries(copies, pattern).items():
+        yield path, entry.to_json()
 
 
 def _sorted_by_path(lines: list[str]) -> list[str]:
@@ -152,12 +148,10 @@ class _CheckFile(beam.DoFn):
     def setup(self) -> None:
         self._pattern = labels.compile_pattern(self._pattern_text)
 
-    def process(self, element: tuple[str, str], duplicates: dict[str, tuple[str, str]]):
+    def process(self, element: tuple[str, str], duplicates: dict[str, str]):
         path, relative = element
         if path in duplicates:
-            kept_relative, kept_path = duplicates[path]
-            entry = ingest.duplicate_entry(path, relative, kept_relative, kept_path)
-            yield beam.pvalue.TaggedOutput(_QUARANTINE_TAG, entry.to_json())
+            yield beam.pvalue.TaggedOutput(_QUARANTINE_TAG, duplicates[path])
             return
         data = ingest.read_bounded(path, relative, self._max_file_bytes)
         result = data if isinstance(data, ingest.QuarantineEntry) else ingest.check_file(
@@ -265,6 +259,7 @@ class Executor(BaseExampleGenExecutor):
                     executor._spans_read.add(span)
             if not found:
                 raise ValueError(f"no files found under {input_base!r} matching {split_pattern!r}")
+            found = ingest.mark_duplicate_names(sorted(found, key=lambda f: f.path))  # one name in two spans
             executor._files_found += len(found)
 
             listed_issues = sorted(f.issue.to_json() for f in found if f.issue is not None)
@@ -279,7 +274,7 @@ class Executor(BaseExampleGenExecutor):
                 named["named"]
                 | "HashFile" >> beam.ParDo(_HashFile(max_file_bytes))
                 | "GroupByContent" >> beam.GroupByKey()
-                | "FindDuplicates" >> beam.FlatMap(_duplicates)
+                | "FindDuplicates" >> beam.FlatMap(_duplicates, pattern)
             )
             results = named["named"] | "CheckFile" >> beam.ParDo(
                 _CheckFile(pattern, max_pixels, max_file_bytes), duplicates=beam.pvalue.AsDict(duplicates)

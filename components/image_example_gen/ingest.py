@@ -5,45 +5,42 @@ says why it was not ingested, so no input is silently lost. Quarantine reasons
 (machine-readable, snake_case):
 
   listing:   symlink_outside_data_dir, broken_symlink, symlinked_directory,
-             not_a_regular_file, unreadable_directory
+             not_a_regular_file, unreadable_directory, non_utf8_name, duplicate_name
   name:      hidden_file, name_mismatch, age_out_of_range, gender_out_of_range, race_out_of_range
   bytes:     unreadable_file, empty_file, file_too_large, not_an_image, unsupported_format,
-             undecodable_image, image_too_large
-  contents:  duplicate (exact same bytes as the file that was kept)
+             undecodable_image, image_too_large (components.images reads and normalises the bytes,
+             the same way batch prediction does)
+  contents:  duplicate (exact same bytes and labels as the file that was kept),
+             conflicting_labels (exact same bytes as another file with other labels: every copy)
+
+Relative paths are normalised to Unicode NFC before they are stored as the ``filename``
+feature and hashed for the train/eval split, so a folder copied through macOS (which writes
+NFD names) keeps every file's split. Two files whose relative paths are equal after that
+normalisation are duplicates by name (``duplicate_name``): the first by path is kept.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
+import fnmatch
+import functools
 import json
 import os
 import posixpath
 import re
+import stat
+import unicodedata
 from collections.abc import Iterable
 
-import numpy as np
 import tensorflow as tf
-from PIL import Image, ImageOps, UnidentifiedImageError
 
+from components import images
+from components.images import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_IMAGE_PIXELS, is_remote
 from pipeline import labels
 
-# Decoding a huge image can exhaust memory; this bounds width * height (read from the header).
-DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
-# Files are read whole; this bounds how much of one file is ever held in memory.
-DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
 QUARANTINE_FILE = "quarantine.jsonl"
-
-# Formats ingested (as PIL names them). Common photo formats with mature decoders; MPO is the
-# multi-picture JPEG many cameras write. Anything else that is an image is `unsupported_format`.
-ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP")
-# Formats kept byte for byte when already 8-bit RGB; everything else is re-encoded as JPEG.
-_PASSTHROUGH_FORMATS = ("JPEG", "PNG")
-_REENCODE_QUALITY = 95
-_ORIENTATION_TAG = 0x0112
-_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
-_AVIF_BRANDS = {b"avif", b"avis"}
-_BMP_HEADER_SIZES = {12, 16, 40, 52, 56, 64, 108, 124}  # the DIB header sizes that follow "BM"
+ALLOWED_FORMATS = images.ALLOWED_FORMATS
+_GLOB_CHARACTERS = "*?["  # what fnmatch treats as a pattern
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,11 +79,6 @@ class FoundFile:
     issue: QuarantineEntry | None = None
 
 
-def is_remote(path: str) -> bool:
-    """Whether a path names an object store or other non-local file system (``gs://``, ``ram://``)."""
-    return "://" in path
-
-
 def _join(folder: str, name: str) -> str:
     return posixpath.join(folder, name) if is_remote(folder) else os.path.join(folder, name)
 
@@ -95,50 +87,129 @@ def _is_within(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
+def escape_glob(path: str) -> str:
+    """Escapes the characters tf.io.gfile.glob (fnmatch) treats as a pattern, so ``path`` matches itself.
+
+    Without it a data folder named ``faces[1]`` is read as the pattern ``faces1``.
+    """
+    return re.sub(r"([*?\[\\])", r"\\\1", path)
+
+
+def _add(out: list[FoundFile], path: str, relative: str, issue: QuarantineEntry | None = None) -> None:
+    """Adds one entry; a name that is not UTF-8 is quarantined whatever else it is."""
+    if not images.is_utf8(relative):
+        shown, shown_path = images.display_path(relative), images.display_path(path)
+        # Its path is shown with \xNN escapes: the real one could not be written to JSON, TFRecords or
+        # the report, and the entry is never opened again.
+        out.append(FoundFile(shown_path, shown, QuarantineEntry(
+            shown_path, "non_utf8_name",
+            f"{shown!r} is not valid UTF-8 (undecodable bytes shown as \\xNN); rename it to ingest it")))
+        return
+    # NFC: the same name copied through macOS (NFD) keeps its filename feature and its split.
+    out.append(FoundFile(path, unicodedata.normalize("NFC", relative), issue))
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+
+
 def _walk_local(path: str, relative: str, real_data_dir: str, out: list[FoundFile]) -> None:
-    """Lists a local entry without following symlinks (tf.io.gfile.walk loops forever on a cycle)."""
+    """Lists a local entry without following symlinks (tf.io.gfile.walk loops forever on a cycle).
+
+    Nothing is opened here: a link is judged by what it points to (os.stat), so a link to a FIFO
+    or a device is refused before anything could block on it.
+    """
+    shown = images.display_path(relative)
     if os.path.islink(path):
         target = os.path.realpath(path)
+        shown_target = images.display_path(target)
         if not os.path.exists(target):
-            out.append(FoundFile(path, relative, QuarantineEntry(
+            _add(out, path, relative, QuarantineEntry(
                 path, "broken_symlink",
-                f"{relative!r} is a symbolic link to {os.readlink(path)!r}, which does not exist")))
+                f"{shown!r} is a symbolic link to {images.display_path(os.readlink(path))!r}, which does not exist"))
         elif not _is_within(target, real_data_dir):
-            out.append(FoundFile(path, relative, QuarantineEntry(
+            _add(out, path, relative, QuarantineEntry(
                 path, "symlink_outside_data_dir",
-                f"{relative!r} is a symbolic link to {target!r}, outside the data folder {real_data_dir!r}; "
-                "links may only point inside the data folder")))
+                f"{shown!r} is a symbolic link to {shown_target!r}, outside the data folder "
+                f"{images.display_path(real_data_dir)!r}; links may only point inside the data folder"))
         elif os.path.isdir(target):
-            out.append(FoundFile(path, relative, QuarantineEntry(
+            _add(out, path, relative, QuarantineEntry(
                 path, "symlinked_directory",
-                f"{relative!r} is a symbolic link to the folder {target!r}; linked folders are not followed "
-                "(their files are read where they really are)")))
+                f"{shown!r} is a symbolic link to the folder {shown_target!r}; linked folders are not followed "
+                "(their files are read where they really are)"))
         else:
-            out.append(FoundFile(path, relative))  # a link to a file inside the data folder
+            try:
+                mode = os.stat(path).st_mode
+            except OSError as e:
+                _add(out, path, relative, QuarantineEntry(path, "unreadable_file", f"{shown!r} could not be read: {e}"))
+                return
+            if stat.S_ISREG(mode):
+                _add(out, path, relative)  # a link to a file inside the data folder
+            else:  # reading a FIFO would block forever; devices are not data
+                _add(out, path, relative, QuarantineEntry(
+                    path, "not_a_regular_file",
+                    f"{shown!r} is a symbolic link to {shown_target!r}, which is {_kind(mode)}; only regular "
+                    "files are read"))
         return
     if os.path.isdir(path):
         try:
             names = sorted(os.listdir(path))
         except OSError as e:
-            out.append(FoundFile(path, relative, QuarantineEntry(
-                path, "unreadable_directory", f"folder {relative!r} could not be listed: {e}")))
+            _add(out, path, relative, QuarantineEntry(
+                path, "unreadable_directory", f"folder {shown!r} could not be listed: {e}"))
             return
         for name in names:
             _walk_local(os.path.join(path, name), f"{relative}/{name}" if relative else name, real_data_dir, out)
         return
-    if os.path.isfile(path):
-        out.append(FoundFile(path, relative))
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as e:
+        _add(out, path, relative, QuarantineEntry(path, "unreadable_file", f"{shown!r} could not be read: {e}"))
+        return
+    if stat.S_ISREG(mode):
+        _add(out, path, relative)
     else:  # reading a FIFO would block forever; devices and sockets are not data
-        out.append(FoundFile(path, relative, QuarantineEntry(
-            path, "not_a_regular_file", f"{relative!r} is not a regular file (a pipe, socket or device)")))
+        _add(out, path, relative, QuarantineEntry(
+            path, "not_a_regular_file", f"{shown!r} is {_kind(mode)}; only regular files are read"))
+
+
+def _match_local(root: str, pattern: str) -> list[str]:
+    """The entries under ``root`` that ``pattern`` (``/``-separated globs) matches; ``root`` is literal.
+
+    Listing with os.listdir (not a glob of the joined path) keeps glob characters in the data
+    folder's own name literal and names that are not UTF-8 readable. ``*`` matches hidden
+    names too, as tf.io.gfile.glob's does.
+    """
+    paths = [root]
+    for part in (p for p in pattern.split("/") if p):
+        matched = []
+        for base in paths:
+            if not any(c in part for c in _GLOB_CHARACTERS):
+                candidate = os.path.join(base, part)
+                if os.path.lexists(candidate):
+                    matched.append(candidate)
+                continue
+            try:
+                names = os.listdir(base)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            matched.extend(os.path.join(base, n) for n in names if fnmatch.fnmatchcase(n, part))
+        paths = matched
+    return sorted(paths)
 
 
 def find_files(root: str, pattern: str = "*", data_dir: str | None = None) -> list[FoundFile]:
     """Finds every file under ``root`` matching ``pattern`` at the top level, recursively below.
 
-    Local folders are walked without following symbolic links: a link to a file inside the data
-    folder is read like a file, every other link is returned with an issue. Remote paths
-    (``gs://``) are listed through tf.io.gfile and have no links.
+    Local folders are walked without following symbolic links: a link to a regular file inside
+    the data folder is read like a file, every other link is returned with an issue. Remote
+    paths (``gs://``) are listed through tf.io.gfile and have no links. Glob characters in
+    ``root`` itself are literal. Names that are not UTF-8 and names that collide after NFC
+    normalisation come back with an issue.
 
     Args:
       root: the folder that relative paths are relative to (the data folder or a span folder).
@@ -149,20 +220,53 @@ def find_files(root: str, pattern: str = "*", data_dir: str | None = None) -> li
       FoundFile entries, sorted by path.
     """
     data_dir = data_dir or root
-    root = root.rstrip("/") if is_remote(root) else os.path.normpath(root)
+    if not images.is_utf8(root):
+        raise ValueError(f"the folder {images.display_path(root)!r} has a path that is not valid UTF-8; rename it")
     out: list[FoundFile] = []
-    for match in sorted(tf.io.gfile.glob(_join(root, pattern))):
-        relative = match[len(root) + 1 :] if match.startswith(root + ("/" if is_remote(root) else os.sep)) else match
-        if not is_remote(match):
-            _walk_local(match, relative.replace(os.sep, "/"), os.path.realpath(data_dir), out)
-        elif tf.io.gfile.isdir(match):
-            for dirpath, _, filenames in tf.io.gfile.walk(match):
-                for name in filenames:
-                    path = posixpath.join(dirpath.rstrip("/"), name)
-                    out.append(FoundFile(path, path[len(root) + 1 :]))
-        else:
-            out.append(FoundFile(match, relative))
-    return sorted(out, key=lambda f: f.path)
+    if is_remote(root):
+        root = root.rstrip("/")
+        for match in sorted(tf.io.gfile.glob(_join(escape_glob(root), pattern))):
+            if tf.io.gfile.isdir(match):
+                for dirpath, _, filenames in tf.io.gfile.walk(match):
+                    for name in filenames:
+                        path = posixpath.join(dirpath.rstrip("/"), name)
+                        _add(out, path, path[len(root) + 1 :])
+            else:
+                _add(out, match, match[len(root) + 1 :] if match.startswith(root + "/") else match)
+    else:
+        root = os.path.normpath(root)
+        real_data_dir = os.path.realpath(data_dir)
+        for match in _match_local(root, pattern):
+            relative = match[len(root) + 1 :] if match.startswith(root + os.sep) else match
+            _walk_local(match, relative.replace(os.sep, "/"), real_data_dir, out)
+    return mark_duplicate_names(sorted(out, key=lambda f: f.path))
+
+
+def mark_duplicate_names(found: list[FoundFile]) -> list[FoundFile]:
+    """Gives every file whose relative path equals an earlier one's a ``duplicate_name`` issue.
+
+    Relative paths are NFC-normalised, so two names that differ only in their Unicode form (or
+    the same name in two span folders) would otherwise become two examples with one ``filename``.
+
+    Args:
+      found: entries sorted by path.
+
+    Returns:
+      The same entries in the same order; the first of each name is kept as it was.
+    """
+    kept: dict[str, str] = {}
+    out = []
+    for f in found:
+        if f.issue is None and f.relative in kept:
+            out.append(dataclasses.replace(f, issue=QuarantineEntry(
+                f.path, "duplicate_name",
+                f"{f.relative!r} ({f.path}) has the same name as {kept[f.relative]} (names are compared in "
+                "Unicode NFC form); only that file is ingested")))
+            continue
+        if f.issue is None:
+            kept[f.relative] = f.path
+        out.append(f)
+    return out
 
 
 def check_name(path: str, relative_name: str, pattern: re.Pattern[str]) -> labels.ParsedName | QuarantineEntry:
@@ -191,94 +295,6 @@ def check_name(path: str, relative_name: str, pattern: re.Pattern[str]) -> label
         return QuarantineEntry(path, e.reason, e.message)
 
 
-def sniff_format(data: bytes) -> str | None:
-    """Names the image format a file's first bytes announce, without decoding it.
-
-    Args:
-      data: the file's bytes (the first 32 are enough).
-
-    Returns:
-      A format name such as ``JPEG`` or ``HEIC``; None when no known image signature is present.
-    """
-    head = data[:32]
-    if head.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "GIF"
-    if head.startswith(b"BM") and int.from_bytes(head[14:18], "little") in _BMP_HEADER_SIZES:
-        return "BMP"
-    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-        return "WEBP"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "TIFF"
-    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
-        return "HEIC"
-    if head[4:8] == b"ftyp" and head[8:12] in _AVIF_BRANDS:
-        return "AVIF"
-    if head.startswith((b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51")):
-        return "JPEG2000"
-    if head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")):
-        return "JPEG XL"
-    if head.startswith(b"8BPS"):
-        return "PSD"
-    text = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in text):
-        return "SVG"
-    return None
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Converts any decoded mode to 8-bit RGB; transparent pixels become white."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit grayscale
-        image = Image.fromarray((np.asarray(image, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8), "L")
-    elif image.mode == "F":
-        image = Image.fromarray(np.asarray(image, dtype=np.float32).clip(0, 255).astype(np.uint8), "L")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-def _normalized_image_bytes(data: bytes, max_pixels: int) -> tuple[bytes | None, tuple[str, str]]:
-    """Decodes fully; returns (bytes the model reads as 3-channel RGB, ("", "")) or (None, (reason, why))."""
-    sniffed = sniff_format(data)
-    if sniffed is not None and sniffed not in ALLOWED_FORMATS:
-        return None, ("unsupported_format", sniffed)  # never handed to a decoder we do not accept
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            fmt = image.format or "unknown"
-            if fmt not in ALLOWED_FORMATS:
-                return None, ("unsupported_format", fmt)
-            width, height = image.size
-            if width * height > max_pixels:
-                return None, ("image_too_large", f"{width}x{height} pixels")
-            rotated = image.getexif().get(_ORIENTATION_TAG, 1) not in (0, 1)
-            passthrough = fmt in _PASSTHROUGH_FORMATS and image.mode == "RGB" and not rotated
-            if passthrough and fmt == "JPEG":
-                # Kept as is, so decoded only to validate it: at 1/8 scale libjpeg still entropy-decodes
-                # every block (truncated or corrupt streams fail the same way) but skips most of the
-                # inverse DCT, which halves ingestion's decode time.
-                image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
-            image.load()  # decode (first frame): catches truncated and corrupt files
-            if passthrough:
-                return data, ("", "")
-            rgb = _to_rgb(ImageOps.exif_transpose(image) if rotated else image)
-    except Image.DecompressionBombError as e:
-        return None, ("image_too_large", str(e))
-    except UnidentifiedImageError:
-        if sniffed is not None:  # the signature of an accepted format, but not even the header parses
-            return None, ("undecodable_image", f"a damaged {sniffed} header")
-        return None, ("not_an_image", "its contents are not in any image format")
-    except Exception as e:  # noqa: BLE001  (decoders raise many types on hostile input; each file is quarantined)
-        return None, ("undecodable_image", f"{type(e).__name__}: {e}")
-    out = io.BytesIO()
-    rgb.save(out, format="JPEG", quality=_REENCODE_QUALITY)
-    return out.getvalue(), ("", "")
-
-
 def check_file(
     path: str,
     relative_name: str,
@@ -297,24 +313,17 @@ def check_file(
       max_pixels: images with more pixels than this are refused undecoded.
 
     Returns:
-      A tf.train.Example with image_raw (JPEG or PNG, 8-bit RGB), age, gender, race, filename;
-      or a QuarantineEntry.
+      A tf.train.Example with image_raw (JPEG or PNG, 8-bit RGB; components.images.normalize_image),
+      age, gender, race, filename; or a QuarantineEntry.
     """
     parsed = check_name(path, relative_name, pattern)
     if isinstance(parsed, QuarantineEntry):
         return parsed
     base = posixpath.basename(relative_name)
-    if not data:
-        return QuarantineEntry(path, "empty_file", f"{base!r} is empty (0 bytes)")
-    image_bytes, (reason, why) = _normalized_image_bytes(data, max_pixels)
-    if image_bytes is None:
-        messages = {
-            "unsupported_format": f"{base!r} is a {why} image; accepted formats are {', '.join(ALLOWED_FORMATS)}",
-            "image_too_large": f"{base!r} is too large to decode safely ({why}; limit {max_pixels} pixels)",
-            "not_an_image": f"{base!r} is not an image: {why}",
-            "undecodable_image": f"{base!r} could not be decoded as an image (truncated or corrupt): {why}",
-        }
-        return QuarantineEntry(path, reason, messages[reason])
+    try:
+        image_bytes = images.normalize_image(data, max_pixels)
+    except images.Rejected as e:
+        return QuarantineEntry(path, e.reason, f"{base!r} {e.detail}")
     feature = {
         labels.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_bytes])),
         labels.AGE_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[parsed.age])),
@@ -326,7 +335,7 @@ def check_file(
 
 
 def read_bounded(path: str, relative_name: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes | QuarantineEntry:
-    """Reads a whole file, but never more than ``max_bytes`` + 1 bytes of it.
+    """Reads a whole file, but never more than ``max_bytes`` + 1 bytes of it, and never blocks.
 
     Args:
       path: local or remote path.
@@ -334,40 +343,62 @@ def read_bounded(path: str, relative_name: str, max_bytes: int = DEFAULT_MAX_FIL
       max_bytes: larger files are refused.
 
     Returns:
-      The bytes, or a QuarantineEntry (unreadable_file, file_too_large).
+      The bytes, or a QuarantineEntry (unreadable_file, file_too_large, not_a_regular_file).
     """
     try:
-        with tf.io.gfile.GFile(path, "rb") as f:
-            data = f.read(max_bytes + 1)
-    except (tf.errors.OpError, OSError) as e:
-        return QuarantineEntry(path, "unreadable_file", f"{relative_name!r} could not be read: {e}")
-    if len(data) > max_bytes:
-        return QuarantineEntry(
-            path, "file_too_large", f"{relative_name!r} is larger than the {max_bytes}-byte limit for one file"
-        )
-    return data
+        return images.read_file(path, max_bytes)
+    except images.Rejected as e:
+        shown = images.display_path(relative_name)
+        return QuarantineEntry(images.display_path(path), e.reason, f"{shown!r} {e.detail}")
 
 
-def choose_kept(copies: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], list[tuple[str, str]]]:
-    """Picks the copy to keep among files with identical bytes: the smallest relative path.
+@functools.lru_cache(maxsize=8)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return labels.compile_pattern(pattern)
+
+
+def duplicate_entries(copies: Iterable[tuple[str, str]], pattern: str) -> dict[str, QuarantineEntry]:
+    """Judges files with identical bytes: which copies are quarantined, and why.
+
+    Copies whose names give the same labels are one image: the smallest relative path is kept,
+    the others are ``duplicate``. When the copies disagree on their labels, none of them can be
+    trusted: every copy is ``conflicting_labels``.
 
     Args:
-      copies: (relative path, full path) of each copy.
+      copies: (relative path, full path) of each copy; their names passed check_name.
+      pattern: the file-name pattern (text), to read each copy's labels.
 
     Returns:
-      (the kept copy, the others sorted).
+      full path -> QuarantineEntry for each copy not kept (empty for a single copy).
     """
     ordered = sorted(copies)
-    return ordered[0], ordered[1:]
-
-
-def duplicate_entry(path: str, relative_name: str, kept_relative: str, kept_path: str) -> QuarantineEntry:
-    """The quarantine entry of a file whose bytes equal those of the kept file."""
-    return QuarantineEntry(
-        path,
-        "duplicate",
-        f"{relative_name!r} has exactly the same contents as {kept_relative!r} ({kept_path}), which was kept",
-    )
+    if len(ordered) < 2:
+        return {}
+    compiled = _compiled(pattern)
+    parsed = {path: check_name(path, relative, compiled) for relative, path in ordered}
+    distinct = {p for p in parsed.values() if isinstance(p, labels.ParsedName)}
+    if len(distinct) > 1:
+        described = "; ".join(
+            f"{relative!r}: age {p.age}, gender {p.gender}, race {p.race}"
+            for relative, path in ordered
+            if isinstance(p := parsed[path], labels.ParsedName)
+        )
+        return {
+            path: QuarantineEntry(
+                path, "conflicting_labels",
+                f"{relative!r} has exactly the same contents as {len(ordered) - 1} other file(s) whose names give "
+                f"other labels ({described}); identical images that disagree on their labels are all quarantined",
+            )
+            for relative, path in ordered
+        }
+    (kept_relative, kept_path), others = ordered[0], ordered[1:]
+    return {
+        path: QuarantineEntry(
+            path, "duplicate",
+            f"{relative!r} has exactly the same contents as {kept_relative!r} ({kept_path}), which was kept",
+        )
+        for relative, path in others
+    }
 
 
 def read_quarantine(examples_uri: str) -> list[dict[str, str]]:
