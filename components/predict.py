@@ -1,9 +1,21 @@
 """Batch prediction: the latest pushed model over a folder of images, written as CSV.
 
-Each file is checked on its own (PIL decodes it fully first), so a broken or non-image file
-becomes a row with an ``error`` and never stops the batch. The CSV has one row per file:
-``file`` (relative to the folder), one probability column per label name, ``predicted_labels``
-(names at or above each label's threshold, ``;``-separated) and ``error``.
+Each file is checked on its own, so a broken or non-image file becomes a row with an ``error``
+and never stops the batch. Files are listed, read and prepared exactly as ingestion does
+(components.image_example_gen.ingest.find_files, components.images.read_file and
+normalize_image): the same format allow-list and size limits, no read that can block (a FIFO or a
+device, also behind a link, is an error row), EXIF rotation, white behind transparency, 16-bit
+grey scaled. So the model sees the pixels it was trained on.
+
+The CSV has one row per file: ``file`` (relative to the folder; undecodable bytes of a name shown
+as ``\\xNN``), one probability column per label name, ``predicted_labels`` (names at or above each
+label's threshold, ``;``-separated) and ``error``. It is written to a temporary file next to the
+output and renamed when complete, so a failed run never leaves a truncated CSV.
+
+Spreadsheet formula injection: a ``file`` or ``error`` cell that would begin with ``=``, ``+``,
+``-``, ``@``, a tab or a carriage return gets a leading ``'`` (OWASP's CSV injection guidance),
+so a spreadsheet shows it as text instead of evaluating it; strip that one character to get the
+name back.
 
 Thresholds: 0.5 for every label unless the model stores its own (``thresholds`` in
 ``assets.extra/labels.json``) or ``--threshold LABEL=VALUE`` overrides one.
@@ -13,20 +25,22 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import io
 import json
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
-from components.image_example_gen.ingest import DEFAULT_MAX_IMAGE_PIXELS
+from components import images
+from components.image_example_gen import ingest
+from components.images import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
 
 IMAGES_SIGNATURE = "predict_images"
 FILE_COLUMN, PREDICTED_COLUMN, ERROR_COLUMN = "file", "predicted_labels", "error"
 DEFAULT_THRESHOLD = 0.5
 LABELS_FILE = os.path.join("assets.extra", "labels.json")
+# First characters that make a spreadsheet read a cell as a formula (OWASP, CSV injection).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 def latest_model_dir(serving_dir: str, pipeline_name: str) -> str:
@@ -53,50 +67,30 @@ def latest_model_dir(serving_dir: str, pipeline_name: str) -> str:
     return os.path.join(base, str(versions[0]))
 
 
-def list_files(folder: str) -> list[str]:
-    """Every file under a folder, recursively, sorted (paths relative to the folder)."""
-    found = []
-    for root, dirs, names in os.walk(folder):
-        dirs.sort()
-        found += [os.path.relpath(os.path.join(root, n), folder) for n in names]
-    return sorted(found)
-
-
-def image_bytes(path: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> bytes:
-    """Reads one file and returns bytes the model can decode as RGB (JPEG or PNG).
+def image_bytes(
+    path: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, max_bytes: int = DEFAULT_MAX_FILE_BYTES
+) -> bytes:
+    """Reads one file and returns what the model reads, exactly as ingestion prepares it.
 
     Args:
       path: the file.
       max_pixels: larger images are refused before decoding (memory).
+      max_bytes: larger files are refused unread.
 
     Returns:
-      The file's bytes if it is an RGB JPEG or PNG, else the image re-encoded as JPEG.
+      The file's bytes if it is an RGB JPEG or PNG that TensorFlow decodes, else the image
+      (upright, on white) re-encoded as JPEG.
 
     Raises:
-      ValueError: the file is empty, not an image, truncated, or too large (the message says which).
+      components.images.Rejected (a ValueError): the file is not a regular file, empty, too
+        large, not an image, of a format not accepted, truncated or corrupt (the message says which).
     """
-    with open(path, "rb") as f:
-        data = f.read()
-    if not data:
-        raise ValueError("empty file")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ValueError(f"image too large ({width}x{height} pixels, limit {max_pixels})")
-            image.load()  # a full decode: catches truncated and corrupt files
-            if image.format in ("JPEG", "PNG") and image.mode == "RGB":
-                return data
-            rgb = image.convert("RGB")
-    except Image.DecompressionBombError as e:
-        raise ValueError(f"image too large ({e})") from None
-    except UnidentifiedImageError:
-        raise ValueError("not an image (unknown format)") from None
-    except (OSError, SyntaxError) as e:
-        raise ValueError(f"not a decodable image ({e})") from None
-    out = io.BytesIO()
-    rgb.save(out, format="JPEG", quality=95)
-    return out.getvalue()
+    return images.normalize_image(images.read_file(path, max_bytes), max_pixels)
+
+
+def csv_safe(text: str) -> str:
+    """Returns a cell a spreadsheet shows as text: ``'`` before a leading = + - @ tab or CR."""
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
 
 
 def model_metadata(model_dir: str) -> dict[str, Any]:
@@ -190,16 +184,20 @@ def predict_folder(
     threshold_overrides: Mapping[str, float] | None = None,
     default_threshold: float = DEFAULT_THRESHOLD,
     batch_size: int = 32,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> PredictionSummary:
-    """Predicts every file of a folder and writes the CSV.
+    """Predicts every file of a folder and writes the CSV (see the module docstring).
 
     Args:
       model_dir: a pushed SavedModel with the ``predict_images`` signature.
-      folder: the images (searched recursively).
-      output: the CSV file to write.
+      folder: the images (searched recursively; links are followed only to regular files inside it).
+      output: the CSV file to write (replaced only once the new one is complete).
       threshold_overrides: label -> threshold, over the model's stored thresholds.
       default_threshold: for labels with neither.
       batch_size: images per model call.
+      max_pixels: images larger than this are error rows, undecoded.
+      max_file_bytes: files larger than this are error rows, unread.
 
     Returns:
       The counts.
@@ -216,29 +214,41 @@ def predict_folder(
     label_names = list(meta["label_names"])
     thresholds = resolve_thresholds(label_names, meta.get("thresholds"), threshold_overrides, default_threshold)
     predict = tf.saved_model.load(model_dir).signatures[IMAGES_SIGNATURE]
-    files = list_files(folder)
+    found = ingest.find_files(folder)
     errors = 0
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    with open(output, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow([FILE_COLUMN, *label_names, PREDICTED_COLUMN, ERROR_COLUMN])
-        # Chunk by chunk, so that memory holds one batch of images whatever the folder's size.
-        for start in range(0, len(files), batch_size):
-            chunk = files[start : start + batch_size]
-            results: dict[str, list[float] | str] = {}
-            good: list[tuple[str, bytes]] = []
-            for name in chunk:
-                try:
-                    good.append((name, image_bytes(os.path.join(folder, name))))
-                except (OSError, ValueError) as e:
-                    results[name] = str(e)
-            results.update(predict_items(predict, good, label_names, batch_size))
-            for name in chunk:
-                result = results[name]
-                if isinstance(result, str):
-                    errors += 1
-                    writer.writerow([name, *([""] * (len(label_names) + 1)), result])
-                    continue
-                predicted = [label for label, p in zip(label_names, result, strict=True) if p >= thresholds[label]]
-                writer.writerow([name, *(f"{p:.6f}" for p in result), ";".join(predicted), ""])
-    return PredictionSummary(model_dir, output, len(files), len(files) - errors, errors)
+    out_dir = os.path.dirname(os.path.abspath(output))
+    os.makedirs(out_dir, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=".predictions-", suffix=".csv.tmp", dir=out_dir)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow([FILE_COLUMN, *label_names, PREDICTED_COLUMN, ERROR_COLUMN])
+            # Chunk by chunk, so that memory holds one batch of images whatever the folder's size.
+            for start in range(0, len(found), batch_size):
+                chunk = found[start : start + batch_size]
+                # Keyed by position: two entries can show the same name (NFC, \xNN escapes).
+                results: dict[str, list[float] | str] = {}
+                good: list[tuple[str, bytes]] = []
+                for i, entry in enumerate(chunk):
+                    if entry.issue is not None:
+                        results[str(i)] = entry.issue.message
+                        continue
+                    try:
+                        good.append((str(i), image_bytes(entry.path, max_pixels, max_file_bytes)))
+                    except images.Rejected as e:
+                        results[str(i)] = f"the file {e.detail}"
+                results.update(predict_items(predict, good, label_names, batch_size))
+                for i, entry in enumerate(chunk):
+                    name, result = entry.relative, results[str(i)]
+                    if isinstance(result, str):
+                        errors += 1
+                        writer.writerow([csv_safe(name), *([""] * (len(label_names) + 1)), csv_safe(result)])
+                        continue
+                    predicted = [label for label, p in zip(label_names, result, strict=True) if p >= thresholds[label]]
+                    writer.writerow([csv_safe(name), *(f"{p:.6f}" for p in result), ";".join(predicted), ""])
+        os.replace(temporary, output)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return PredictionSummary(model_dir, output, len(found), len(found) - errors, errors)

@@ -36,17 +36,20 @@ class _Global:
 
 
 class _FakeStorage:
-    def __init__(self, key, type_name, data):
+    def __init__(self, key, type_name, data, claimed_numel=None):
         self.key, self.type_name, self.data = key, type_name, np.ascontiguousarray(data)
+        self.numel = self.data.size if claimed_numel is None else claimed_numel
 
 
 class _FakeTensor:
-    def __init__(self, storage, offset, size, stride):
+    def __init__(self, storage, offset, size, stride, build_state=None):
         self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size), tuple(stride)
+        self.build_state = build_state  # written as a BUILD opcode after the tensor is rebuilt
 
     def __reduce__(self):
         rebuild = _Global("torch._utils", "_rebuild_tensor_v2")
-        return rebuild, (self.storage, self.offset, self.size, self.stride, False, collections.OrderedDict())
+        args = (self.storage, self.offset, self.size, self.stride, False, collections.OrderedDict())
+        return (rebuild, args) if self.build_state is None else (rebuild, args, self.build_state)
 
 
 class _LegacyPickler(pickle._Pickler):
@@ -60,7 +63,7 @@ class _LegacyPickler(pickle._Pickler):
 
     def persistent_id(self, obj):
         if isinstance(obj, _FakeStorage):
-            return ("storage", _Global("torch", obj.type_name), obj.key, "cpu", obj.data.size, None)
+            return ("storage", _Global("torch", obj.type_name), obj.key, "cpu", obj.numel, None)
         return None
 
 
@@ -79,7 +82,7 @@ def _write_legacy(path, state_dict_bytes: bytes, storages=()):
         fh.write(state_dict_bytes)
         fh.write(pickle.dumps([s.key for s in storages], protocol=2))
         for s in storages:
-            fh.write(struct.pack("<q", s.data.size))
+            fh.write(struct.pack("<q", s.numel))
             fh.write(s.data.astype(s.data.dtype.newbyteorder("<")).tobytes())
 
 
@@ -165,6 +168,48 @@ def test_reader_rejects_out_of_bounds_view(tmp_path):
     _write_legacy(path, _dumps_legacy({"w": _FakeTensor(floats, 2, (3,), (1,))}), [floats])
     with pytest.raises(ValueError, match="exceeds its storage"):
         effnet.read_legacy_torch_state_dict(path)
+
+
+def _crafted(tmp_path, tensor: "_FakeTensor", storage: "_FakeStorage"):
+    path = tmp_path / "crafted.pth"
+    _write_legacy(path, _dumps_legacy({"w": tensor}), [storage])
+    return path
+
+
+@pytest.mark.parametrize(
+    ("size", "stride", "build_state"),
+    [
+        # A BUILD opcode after the tensor was rebuilt (and, before the fix, bounds-checked) rewrites its geometry.
+        ((1000,), (1,), {"stride": (-1,)}),  # read 4,000 bytes of heap before the storage
+        ((2,), (1,), {"stride": (-(2**40),)}),  # crashed the process (SIGSEGV)
+        ((1000,), (1,), {"size": (1000, 1000, 36), "stride": (0, 0, 0)}),  # 144 MB from a 4 kB file
+        ((1000,), (1,), {"offset": -1}),
+        # The same geometries given directly to the rebuild call.
+        ((1000,), (-1,), None),
+        ((1000, 1000, 36), (0, 0, 0), None),
+        ((2, 2), (1, 0), None),  # overlapping: more elements than the storage holds
+    ],
+    ids=["build-stride-1", "build-stride-2e40", "build-zero-strides", "build-offset", "stride-1",
+         "zero-strides", "overlap"],
+)
+def test_crafted_tensor_geometry_is_refused_with_value_error(tmp_path, size, stride, build_state):
+    floats = _FakeStorage("s0", "FloatStorage", np.ones(1000 if size[0] == 1000 else 2, np.float32))
+    path = _crafted(tmp_path, _FakeTensor(floats, 0, size, stride, build_state), floats)
+    with pytest.raises(ValueError):
+        effnet.read_legacy_torch_state_dict(path)
+
+
+def test_storage_claiming_more_elements_than_the_file_holds_is_a_value_error(tmp_path):
+    huge = _FakeStorage("s0", "FloatStorage", np.ones(4, np.float32), claimed_numel=2**40)
+    path = _crafted(tmp_path, _FakeTensor(huge, 0, (4,), (1,)), huge)
+    with pytest.raises(ValueError, match="claims 1099511627776 elements"):  # not MemoryError
+        effnet.read_legacy_torch_state_dict(path)
+
+
+def test_size_one_dimensions_may_have_any_stride(tmp_path):
+    floats = _FakeStorage("s0", "FloatStorage", np.arange(6, dtype=np.float32))
+    path = _crafted(tmp_path, _FakeTensor(floats, 0, (1, 2, 3), (2**62, 3, 1)), floats)
+    np.testing.assert_array_equal(effnet.read_legacy_torch_state_dict(path)["w"], np.arange(6).reshape(1, 2, 3))
 
 
 class _RunsShell:

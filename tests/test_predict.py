@@ -96,8 +96,8 @@ def test_csv_has_a_row_per_file_probabilities_per_label_and_errors_for_bad_files
     assert float(red["age_60_plus"]) == pytest.approx(1 / (1 + np.exp(1)), abs=1e-4)
     assert red["predicted_labels"] == "female" and blue["predicted_labels"] == "" and red["error"] == ""
     assert rows["gray.png"]["predicted_labels"] == "female" and rows["rgba.png"]["error"] == ""
-    assert rows["empty.jpg"]["error"] == "empty file"
-    assert rows["notes.txt"]["error"].startswith("not an image")
+    assert rows["empty.jpg"]["error"] == "the file is empty (0 bytes)"
+    assert rows["notes.txt"]["error"].startswith("the file is not an image")
     assert "truncated" in rows["truncated.jpg"]["error"].lower()
     assert all(rows[n]["female"] == "" for n in ("empty.jpg", "notes.txt", "truncated.jpg"))
 

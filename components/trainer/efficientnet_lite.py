@@ -61,6 +61,8 @@ _HEAD_FILTERS = 1280
 # 0-based indices of the MBConv blocks that downsample (stride 2).
 _STRIDE2_BLOCKS = frozenset({1, 3, 5, 11})
 
+# numpy's limit on array dimensions.
+_MAX_DIMS = 32
 # torch legacy storage class name -> numpy dtype (little endian).
 _STORAGE_DTYPES: dict[str, np.dtype] = {
     "FloatStorage": np.dtype("<f4"),
@@ -91,53 +93,104 @@ class _StorageType:
         return f"_StorageType({self.name})"
 
 
-class _StorageRef:
-    """A reference to (a view of) a storage whose bytes follow the pickles in the file."""
+class _Immutable:
+    """Refuses every change after __init__, including pickle's BUILD opcode.
+
+    A BUILD after the object was made would otherwise rewrite its fields (``__dict__.update``):
+    a tensor's stride, offset or size, after any check made on the old values.
+    """
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __setstate__(self, state: Any) -> None:
+        raise ValueError(f"the checkpoint modifies a {type(self).__name__} after building it (BUILD opcode)")
+
+
+def _as_int(value: Any, what: str) -> int:
+    # bool is an int subclass; anything else (floats, strings, objects with __int__/__index__) is refused.
+    if type(value) is not int:
+        raise ValueError(f"{what} is {type(value).__name__}, not an int")
+    return value
+
+
+def _int_tuple(value: Any, what: str) -> tuple[int, ...]:
+    if type(value) not in (tuple, list) or len(value) > _MAX_DIMS:
+        raise ValueError(f"{what} is not a tuple of at most {_MAX_DIMS} ints")
+    return tuple(_as_int(v, what) for v in value)
+
+
+class _StorageRef(_Immutable):
+    """An immutable reference to (a view of) a storage whose bytes follow the pickles in the file."""
+
+    __slots__ = ("dtype", "key", "numel", "view_numel", "view_offset")
 
     def __init__(
         self, key: str, dtype: np.dtype, numel: int, view_offset: int = 0, view_numel: int | None = None
     ):
-        self.key = key
-        self.dtype = dtype
-        self.numel = numel
-        self.view_offset = view_offset
-        self.view_numel = numel if view_numel is None else view_numel
+        for name, value in (
+            ("key", key),
+            ("dtype", dtype),
+            ("numel", _as_int(numel, "storage size")),
+            ("view_offset", _as_int(view_offset, "storage view offset")),
+            ("view_numel", numel if view_numel is None else _as_int(view_numel, "storage view size")),
+        ):
+            object.__setattr__(self, name, value)
 
 
-class _TensorRef:
-    """What ``_rebuild_tensor_v2`` returns here: a lazy description of a strided tensor."""
+class _TensorRef(_Immutable):
+    """What ``_rebuild_tensor_v2`` returns here: an immutable description of a strided tensor.
+
+    Its geometry is checked where it is used (materialize), against the storage actually read.
+    """
+
+    __slots__ = ("offset", "size", "storage", "stride")
 
     def __init__(self, storage: _StorageRef, offset: int, size: tuple[int, ...], stride: tuple[int, ...]):
-        if not isinstance(storage, _StorageRef):
+        if type(storage) is not _StorageRef:
             raise pickle.UnpicklingError("tensor storage is not a persistent storage reference")
-        size = tuple(int(s) for s in size)
-        stride = tuple(int(s) for s in stride)
-        if len(size) != len(stride) or any(s < 0 for s in size) or any(s < 0 for s in stride):
-            raise pickle.UnpicklingError(f"invalid tensor geometry size={size} stride={stride}")
-        self.storage = storage
-        self.offset = int(offset)
-        self.size = size
-        self.stride = stride
+        for name, value in (
+            ("storage", storage),
+            ("offset", _as_int(offset, "tensor offset")),
+            ("size", _int_tuple(size, "tensor size")),
+            ("stride", _int_tuple(stride, "tensor stride")),
+        ):
+            object.__setattr__(self, name, value)
 
     def materialize(self, storages: dict[str, np.ndarray]) -> np.ndarray:
-        """Returns a contiguous numpy copy of the tensor, checking it stays inside its storage."""
-        base = storages[self.storage.key]
-        view = base[self.storage.view_offset : self.storage.view_offset + self.storage.view_numel]
-        if 0 in self.size:
-            return np.zeros(self.size, dtype=view.dtype)
-        last = self.offset + sum((n - 1) * st for n, st in zip(self.size, self.stride, strict=True))
-        if self.offset < 0 or last >= view.size:
-            raise ValueError(
-                f"tensor (offset={self.offset}, size={self.size}, stride={self.stride}) exceeds its storage "
-                f"'{self.storage.key}' of {view.size} elements"
-            )
+        """Returns a contiguous numpy copy of the tensor, after checking it lies inside its storage.
+
+        Raises:
+          ValueError: negative sizes or strides, a view or tensor outside its storage, or more
+            elements than the storage holds (only overlapping views, never saved weights, can).
+        """
+        storage, offset, size, stride = self.storage, self.offset, self.size, self.stride
+        base = storages[storage.key]
+        if base.size != storage.numel or base.dtype != storage.dtype:
+            raise ValueError(f"storage '{storage.key}' does not match its declaration")
+        if storage.view_offset < 0 or storage.view_numel < 0 or storage.view_offset + storage.view_numel > base.size:
+            raise ValueError(f"a view of storage '{storage.key}' lies outside its {base.size} elements")
+        view = base[storage.view_offset : storage.view_offset + storage.view_numel]
+        where = f"tensor (offset={offset}, size={size}, stride={stride})"
+        if len(size) != len(stride) or offset < 0 or any(n < 0 for n in size) or any(st < 0 for st in stride):
+            raise ValueError(f"{where} has an invalid geometry")
+        if 0 in size:
+            return np.zeros(size, dtype=view.dtype)
+        count = 1
+        for n in size:
+            count *= n
+        last = offset + sum((n - 1) * st for n, st in zip(size, stride, strict=True))
+        if last >= view.size or count > view.size - offset:
+            raise ValueError(f"{where} exceeds its storage '{storage.key}' of {view.size} elements")
         item = view.dtype.itemsize
-        strided = np.lib.stride_tricks.as_strided(
-            view[self.offset :],
-            shape=self.size,
-            strides=tuple(st * item for st in self.stride),
-            writeable=False,
-        )
+        # A dimension of size 1 never moves: its stride may be anything, so it is not passed on.
+        strides = tuple(st * item if n > 1 else 0 for n, st in zip(size, stride, strict=True))
+        strided = np.lib.stride_tricks.as_strided(view[offset:], shape=size, strides=strides, writeable=False)
         return np.array(strided, copy=True)
 
 
@@ -193,8 +246,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         dtype = _STORAGE_DTYPES.get(type_name) if isinstance(type_name, str) else None
         if dtype is None:
             raise pickle.UnpicklingError(f"unsupported storage type {storage_type!r}")
-        key = str(key)
-        numel = int(numel)
+        if type(key) is not str or type(numel) is not int:
+            raise pickle.UnpicklingError(f"storage key or size of {pid!r} has the wrong type")
         if numel < 0:
             raise pickle.UnpicklingError(f"storage '{key}' has a negative size")
         known = self.storages.get(key)
@@ -203,8 +256,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self.storages[key] = _StorageRef(key, dtype, numel)
         if view_metadata is None:
             return self.storages[key]
+        if not (isinstance(view_metadata, tuple) and len(view_metadata) == 3):
+            raise pickle.UnpicklingError(f"unsupported storage view {view_metadata!r}")
         _view_key, view_offset, view_numel = view_metadata
-        return _StorageRef(key, dtype, numel, int(view_offset), int(view_numel))
+        return _StorageRef(key, dtype, numel, view_offset, view_numel)
 
 
 def _collect_tensor_refs(obj: Any, path: str = "") -> list[tuple[str, _TensorRef]]:
@@ -238,6 +293,7 @@ def read_legacy_torch_state_dict(path: str | os.PathLike) -> collections.Ordered
         unexpected structure).
     """
     with open(path, "rb") as fh:
+        file_size = os.fstat(fh.fileno()).st_size
         head = fh.read(4)
         if head.startswith(b"PK"):
             raise ValueError(
@@ -265,7 +321,7 @@ def read_legacy_torch_state_dict(path: str | os.PathLike) -> collections.Ordered
             storage_keys = _RestrictedUnpickler(fh).load()
         except pickle.UnpicklingError:
             raise
-        except (EOFError, TypeError, KeyError, IndexError, ValueError, AttributeError) as exc:
+        except (EOFError, TypeError, KeyError, IndexError, ValueError, AttributeError, RecursionError) as exc:
             raise ValueError(f"{path}: malformed legacy torch checkpoint ({exc})") from exc
         if not isinstance(storage_keys, list) or not all(isinstance(k, str) for k in storage_keys):
             raise ValueError(f"{path}: malformed storage key list")
@@ -282,6 +338,10 @@ def read_legacy_torch_state_dict(path: str | os.PathLike) -> collections.Ordered
             if numel != ref.numel:
                 raise ValueError(f"{path}: storage '{key}' has {numel} elements, expected {ref.numel}")
             nbytes = numel * ref.dtype.itemsize
+            if nbytes > file_size - fh.tell():  # checked before reading: a claimed size is not allocated
+                raise ValueError(
+                    f"{path}: storage '{key}' claims {numel} elements, more than the file's remaining bytes hold"
+                )
             data = fh.read(nbytes)
             if len(data) != nbytes:
                 raise ValueError(f"{path}: truncated file while reading storage '{key}'")
@@ -299,7 +359,7 @@ def read_legacy_torch_state_dict(path: str | os.PathLike) -> collections.Ordered
     try:
         for name, ref in _collect_tensor_refs(result):
             state[name] = ref.materialize(storages).astype(ref.storage.dtype.newbyteorder("="), copy=False)
-    except (TypeError, AttributeError, KeyError) as exc:
+    except (TypeError, AttributeError, KeyError, RecursionError) as exc:
         raise ValueError(f"{path}: malformed tensor in checkpoint ({exc})") from exc
     if not state:
         raise ValueError(f"{path}: checkpoint contains no tensors")
