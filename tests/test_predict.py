@@ -5,11 +5,14 @@ makes the expected probabilities exact: label ``female`` follows the red channel
 label sits at sigmoid(-1).
 """
 
+import contextlib
 import csv
+import inspect
 import io
 import json
 import os
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -162,3 +165,171 @@ def test_pipeline_pushed_model_predicts_a_folder(e2e_runs, tmp_path):
         if name != "broken.jpg":
             assert all(0.0 < float(row[label]) < 1.0 for label in labels.LABEL_NAMES)
     assert os.path.getsize(out) > 0
+
+
+# --- the same preparation as ingestion, and hostile folders ------------------------------------------
+
+
+def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=fmt, **kwargs)
+    return out.getvalue()
+
+
+def _rotated_jpeg() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display rotated 90 degrees clockwise
+    pixels = np.random.default_rng(3).integers(0, 255, (20, 40, 3), dtype=np.uint8)
+    return _encode(Image.fromarray(pixels), "JPEG", exif=exif)
+
+
+def _transparent_png() -> bytes:
+    rgba = np.zeros((24, 32, 4), np.uint8)
+    rgba[:12, :, :] = (200, 10, 10, 255)  # opaque top half, fully transparent black bottom half
+    return _encode(Image.fromarray(rgba, "RGBA"), "PNG")
+
+
+def _gray16_png() -> bytes:
+    ramp = (np.arange(24 * 32, dtype=np.uint32).reshape(24, 32) * 80).astype(np.uint16)  # up to 61,360
+    return _encode(Image.fromarray(ramp, "I;16"), "PNG")
+
+
+def _palette_png() -> bytes:
+    pixels = np.random.default_rng(2).integers(0, 255, (24, 32, 3), dtype=np.uint8)
+    return _encode(Image.fromarray(pixels).convert("P"), "PNG", transparency=0)
+
+
+@pytest.mark.parametrize(
+    ("data", "check"),
+    [
+        (_rotated_jpeg(), lambda px: px.shape == (40, 20, 3)),  # upright: 40 high
+        (_transparent_png(), lambda px: px[16:].min() > 240),  # white behind transparency, not black
+        (_gray16_png(), lambda px: 0 < px.max() < 255 and len(np.unique(px)) > 100),  # scaled, not saturated
+        (_palette_png(), lambda px: px.shape == (24, 32, 3)),
+    ],
+    ids=["exif-rotated-jpeg", "transparent-png", "gray16-png", "palette-png"],
+)
+def test_prediction_gives_the_model_the_pixels_ingestion_gives_it(tmp_path, data, check):
+    from components.image_example_gen import ingest
+
+    path = tmp_path / "image"
+    path.write_bytes(data)
+    name = "30_1_2_20170116174525125.jpg.chip.jpg"
+    example = ingest.check_file(str(path), name, data, labels.compile_pattern(labels.UTKFACE_PATTERN))
+    trained_on = tf.io.decode_image(example.features.feature[labels.IMAGE_KEY].bytes_list.value[0], channels=3)
+    predicted_on = tf.io.decode_image(predict.image_bytes(str(path)), channels=3)
+    np.testing.assert_array_equal(predicted_on.numpy(), trained_on.numpy())
+    assert check(predicted_on.numpy())
+
+
+def test_formats_ingestion_refuses_never_reach_their_decoders(tmp_path, monkeypatch):
+    from PIL import EpsImagePlugin
+
+    calls = []
+
+    def ghostscript(*args, **kwargs):
+        calls.append(args)
+        raise OSError("Ghostscript must not run")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", ghostscript)
+    eps = tmp_path / "drawing.jpg"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n%%EndComments\nshowpage\n%%EOF\n")
+    tiff = tmp_path / "scan.jpg"
+    tiff.write_bytes(_encode(Image.new("RGB", (8, 8)), "TIFF"))
+    for path, fmt in ((eps, "EPS"), (tiff, "TIFF")):
+        with pytest.raises(ValueError, match=f"is a {fmt} image; accepted formats are"):
+            predict.image_bytes(str(path))
+    assert calls == []
+
+
+def test_size_limits_are_ingestions(serving, tmp_path):
+    from components import images
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "big.jpg").write_bytes(_jpeg((255, 0, 0), size=(300, 300)))
+    out = tmp_path / "p.csv"
+    predict.predict_folder(str(serving / "facepipe" / "12"), str(folder), str(out), max_file_bytes=1000)
+    assert "larger than the 1000-byte limit" in _rows(out)["big.jpg"]["error"]
+    predict.predict_folder(str(serving / "facepipe" / "12"), str(folder), str(out), max_pixels=300 * 299)
+    assert "too large to decode safely" in _rows(out)["big.jpg"]["error"]
+    signature = inspect.signature(predict.image_bytes)
+    assert signature.parameters["max_pixels"].default == images.DEFAULT_MAX_IMAGE_PIXELS
+    assert signature.parameters["max_bytes"].default == images.DEFAULT_MAX_FILE_BYTES
+
+
+def test_fifos_and_links_to_them_are_error_rows_not_a_hang(serving, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "red.jpg").write_bytes(_jpeg((255, 0, 0)))
+    os.mkfifo(folder / "pipe.jpg")
+    os.symlink(folder / "pipe.jpg", folder / "link.jpg")
+    out = tmp_path / "p.csv"
+    finished = []
+    worker = threading.Thread(
+        target=lambda: finished.append(predict.predict_folder(str(serving / "facepipe" / "12"), str(folder), str(out))),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(timeout=120)
+    try:
+        assert not worker.is_alive(), "prediction blocked on a FIFO"
+        rows = _rows(out)
+        assert rows["red.jpg"]["error"] == ""
+        assert "pipe" in rows["pipe.jpg"]["error"] and "pipe" in rows["link.jpg"]["error"]
+        assert (finished[0].files, finished[0].errors) == (3, 2)
+    finally:
+        with contextlib.suppress(OSError):  # lets a reader blocked before the fix return
+            os.close(os.open(folder / "pipe.jpg", os.O_WRONLY | os.O_NONBLOCK))
+
+
+def test_names_that_could_run_as_spreadsheet_formulas_are_neutralised(serving, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    names = ["=HYPERLINK(\"https:x\",\"y\").jpg", "+1+1.jpg", "-2+3.jpg", "@SUM(A1).jpg", "\tx.jpg", "\rx.jpg"]
+    for name in names:
+        (folder / name).write_bytes(_jpeg((255, 0, 0)))
+    (folder / "=broken.jpg").write_bytes(b"not an image")
+    (folder / "plain.jpg").write_bytes(_jpeg((0, 0, 255)))
+    out = tmp_path / "p.csv"
+    predict.predict_folder(str(serving / "facepipe" / "12"), str(folder), str(out))
+    with open(out, newline="", encoding="utf-8") as f:
+        cells = [row[0] for row in csv.reader(f)][1:]
+    assert sorted(cells) == sorted(["plain.jpg", *("'" + n for n in [*names, "=broken.jpg"])])
+    assert all(not c.startswith(predict.FORMULA_PREFIXES) for c in cells)
+    assert _rows(out)["'=broken.jpg"]["error"].startswith("the file is not an image")
+
+
+def test_a_name_that_is_not_utf8_is_an_error_row_and_the_csv_is_complete(serving, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(_jpeg((255, 0, 0)))
+    with open(os.fsencode(folder) + b"/b\xff.jpg", "wb") as f:
+        f.write(_jpeg((0, 0, 255)))
+    (folder / "c.jpg").write_bytes(_jpeg((0, 0, 255)))
+    out = tmp_path / "p.csv"
+    summary = predict.predict_folder(str(serving / "facepipe" / "12"), str(folder), str(out), batch_size=1)
+    rows = _rows(out)
+    assert sorted(rows) == ["a.jpg", "b\\xff.jpg", "c.jpg"]
+    assert "not valid UTF-8" in rows["b\\xff.jpg"]["error"] and rows["c.jpg"]["error"] == ""
+    assert (summary.files, summary.errors) == (3, 1)
+
+
+def test_a_failed_run_leaves_the_previous_csv_and_no_partial_file(serving, images, tmp_path, monkeypatch):
+    out = tmp_path / "out" / "predictions.csv"
+    out.parent.mkdir()
+    out.write_text("previous results\n")
+    calls = []
+    real = predict.predict_items
+
+    def fail_on_second_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("the model server went away")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "predict_items", fail_on_second_batch)
+    with pytest.raises(RuntimeError, match="went away"):
+        predict.predict_folder(str(serving / "facepipe" / "12"), str(images), str(out), batch_size=2)
+    assert out.read_text() == "previous results\n"
+    assert os.listdir(out.parent) == ["predictions.csv"]
