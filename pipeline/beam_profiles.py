@@ -36,9 +36,10 @@ ENVIRONMENT_TYPES: tuple[str, ...] = ("EXTERNAL", "DOCKER", "PROCESS", "LOOPBACK
 DEFAULT_ENVIRONMENT_TYPE = "EXTERNAL"
 DEFAULT_EXTERNAL_ENVIRONMENT = "localhost:50000"
 
-_HOST_PORT = re.compile(r"^[A-Za-z0-9._-]+:\d{1,5}$")
-_GCP_REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
-_GCP_PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+# Matched with fullmatch: "$" alone also matches before a trailing newline; [0-9], not \d (Unicode digits).
+_HOST_PORT = re.compile(r"[A-Za-z0-9._-]+:[0-9]{1,5}")
+_GCP_REGION = re.compile(r"[a-z]+-[a-z]+[0-9]+")
+_GCP_PROJECT = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,9 +146,9 @@ def _validate_dataflow(profile: BeamProfile) -> None:
     for field in ("gcp_project", "gcp_region", "temp_location"):
         if not getattr(profile, field):
             raise ValueError(f"the dataflow Beam profile needs {_flag(field)}")
-    if not _GCP_PROJECT.match(profile.gcp_project or ""):
+    if not _GCP_PROJECT.fullmatch(profile.gcp_project or ""):
         raise ValueError(f"{_flag('gcp_project')} {profile.gcp_project!r} is not a valid GCP project id")
-    if not _GCP_REGION.match(profile.gcp_region or ""):
+    if not _GCP_REGION.fullmatch(profile.gcp_region or ""):
         raise ValueError(f"{_flag('gcp_region')} {profile.gcp_region!r} is not a GCP region like us-central1")
     if not (profile.temp_location or "").startswith("gs://"):
         raise ValueError(f"{_flag('temp_location')} must be a gs:// folder for Dataflow, got {profile.temp_location!r}")
@@ -170,7 +171,7 @@ def _validate_portable(profile: BeamProfile) -> None:
         raise ValueError(
             f"the {profile.name} Beam profile needs {_flag('job_endpoint')} HOST:PORT of its Beam job server"
         )
-    if not _HOST_PORT.match(profile.job_endpoint):
+    if not _HOST_PORT.fullmatch(profile.job_endpoint):
         raise ValueError(f"{_flag('job_endpoint')} must be HOST:PORT, got {profile.job_endpoint!r}")
     env_type = profile.environment_type or DEFAULT_ENVIRONMENT_TYPE
     if env_type not in ENVIRONMENT_TYPES:

@@ -63,6 +63,9 @@ def test_dataflow_with_container_image_instead_of_setup_file():
         ({"sdk_container_image": "img:1"}, "--sdk-container-image"),  # together with setup_file
         ({"setup_file": "/facepipe/requirements.txt"}, "--setup-file"),
         ({"job_endpoint": "flink:8099"}, "--job-endpoint"),
+        ({"gcp_region": "us-central1\n"}, "--gcp-region"),  # "$" matched before a trailing newline
+        ({"gcp_project": "my-project-1\n"}, "--gcp-project"),
+        ({"gcp_region": "us-central١"}, "--gcp-region"),  # \d matched Unicode digits
     ],
 )
 def test_dataflow_errors_name_the_option(changes, flag):
@@ -102,6 +105,8 @@ def test_flink_parallelism_and_docker_environment():
         (bp.BeamProfile(bp.FLINK), "--job-endpoint"),
         (bp.BeamProfile(bp.SPARK, job_endpoint="http://spark:8099"), "--job-endpoint"),
         (bp.BeamProfile(bp.SPARK, job_endpoint="spark:8099", workers=4), "--beam-workers"),
+        (bp.BeamProfile(bp.FLINK, job_endpoint="flink:8099\n"), "--job-endpoint"),
+        (bp.BeamProfile(bp.FLINK, job_endpoint="flink:٨٠٩٩"), "--job-endpoint"),
         (bp.BeamProfile(bp.FLINK, job_endpoint="f:8099", environment_type="DOCKER"), "--beam-environment-config"),
         (bp.BeamProfile(bp.FLINK, job_endpoint="f:8099", environment_type="PROCESS"), "--beam-environment-config"),
         (bp.BeamProfile(bp.FLINK, job_endpoint="f:8099", environment_type="KUBERNETES"), "--beam-environment-type"),

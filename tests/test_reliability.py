@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pipeline import logs
+from pipeline import local_run, logs
 from pipeline.local_run import RunLockError, run_lock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,20 +26,32 @@ def test_second_run_on_same_root_fails_with_clear_message(tmp_path):
         pass
 
 
-def test_second_run_waits_for_the_lock(tmp_path):
-    released = threading.Event()
+def test_second_run_waits_for_the_lock(tmp_path, monkeypatch):
+    a_holds, b_waits, a_leaves = threading.Event(), threading.Event(), threading.Event()
+
+    class Clock:  # run_lock's clock: its poll sleep tells the test that B found the lock taken
+        monotonic = staticmethod(time.monotonic)
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            b_waits.set()
+            time.sleep(min(seconds, 0.05))
+
+    monkeypatch.setattr(local_run, "time", Clock)
 
     def hold():
         with run_lock(str(tmp_path), "run-A"):
-            time.sleep(1.0)
-        released.set()
+            a_holds.set()
+            assert b_waits.wait(timeout=30)
+            a_leaves.set()  # before the lock is released, so B can only get it afterwards
 
     holder = threading.Thread(target=hold)
     holder.start()
-    time.sleep(0.2)
+    assert a_holds.wait(timeout=30)
     with run_lock(str(tmp_path), "run-B", wait_seconds=20):
-        assert released.is_set()
-    holder.join()
+        assert b_waits.is_set() and a_leaves.is_set()
+    holder.join(timeout=30)
+    assert not holder.is_alive()
 
 
 def _runner(*flags: str, cwd: str) -> subprocess.CompletedProcess:
@@ -61,6 +73,7 @@ def _runner(*flags: str, cwd: str) -> subprocess.CompletedProcess:
         (["--epochs", "-1"], "epochs must be >= 1"),
         (["--epochs", "ten"], "invalid int value: 'ten'"),
         (["--image-size", "8"], "image size must be within"),
+        (["--serving-dir", "{empty}/serving[1]"], "would read it as a file pattern"),
     ],
 )
 def test_config_and_flag_errors_are_one_line(tmp_path, flags, expected):

@@ -13,6 +13,7 @@ import pytest
 from ml_metadata.metadata_store import metadata_store
 from tfx import v1 as tfx
 
+from components.trainer import train
 from pipeline import labels, synthetic_data
 from pipeline import pipeline as pipeline_def
 from pipeline.config import PipelineConfig
@@ -92,6 +93,28 @@ def test_model_worse_than_serving_is_not_pushed(tmp_path, shuffled_dir):
     assert _versions(config) == [os.path.basename(first["pushed_model"])]
 
 
+def _wait_for_log_line(log_dir, text: str, process: subprocess.Popen, deadline_s: float) -> str | None:
+    """Returns the first line containing ``text`` in the run's log files, or None at the deadline.
+
+    Polls the files (the run writes them; no thread of this test waits on another), and gives up
+    early when the process exits.
+    """
+    deadline = time.monotonic() + deadline_s
+    offsets: dict[str, int] = {}
+    while time.monotonic() < deadline and process.poll() is None:
+        for path in sorted(log_dir.glob("*.log")) if log_dir.is_dir() else []:
+            with open(path, errors="replace") as f:
+                f.seek(offsets.get(str(path), 0))
+                chunk = f.read()
+            complete = chunk[: chunk.rfind("\n") + 1]  # only whole lines
+            offsets[str(path)] = offsets.get(str(path), 0) + len(complete.encode())
+            for line in complete.splitlines():
+                if text in line:
+                    return line
+        time.sleep(0.05)
+    return None
+
+
 def test_killed_run_resumes_from_cache_and_pushes_once(tmp_path):
     data_dir = _generate(tmp_path / "data", 60, seed=5)
     root, serving = tmp_path / "pipeline_root", tmp_path / "serving"
@@ -101,20 +124,19 @@ def test_killed_run_resumes_from_cache_and_pushes_once(tmp_path):
         "--image-size", "64", "--epochs", "3", "--min-macro-auc", "0",
     ]
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
-    victim = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
-    )
-    seen = []
-    deadline = time.monotonic() + 300
-    for line in victim.stdout:  # kill it inside the Trainer, a long component
-        seen.append(line)
-        if line.startswith("[start] Trainer"):
-            time.sleep(2.0)
+    console = tmp_path / "victim_console.txt"
+    with open(console, "w") as out:
+        victim = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        # Killed inside the Trainer's work: on the first line its embedding loop writes to the run's log.
+        # The deadline also fires when no such line (or nothing at all) arrives.
+        line = _wait_for_log_line(root / "logs", train.EMBED_LOG_PREFIX, victim, deadline_s=300)
+    finally:
+        if victim.poll() is None:
             os.killpg(victim.pid, signal.SIGKILL)
-            break
-        assert time.monotonic() < deadline, "".join(seen)
-    victim.wait(timeout=30)
-    assert victim.returncode == -signal.SIGKILL, "".join(seen)
+        victim.wait(timeout=30)
+    assert line is not None, f"no embedding line in the log within 300 s:\n{console.read_text()}"
+    assert victim.returncode == -signal.SIGKILL, console.read_text()
     assert not os.path.isdir(serving / "facepipe") or not [n for n in os.listdir(serving / "facepipe") if n.isdigit()]
 
     again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)

@@ -241,3 +241,15 @@ def test_a_run_stopped_before_evaluation_still_gets_a_report():
     assert "stopped at AnomalyGate" in text and "No evaluation" in text and "Out-of-range" in text
     card = model_card.render_model_card(report)
     assert "not evaluated in this run" in card and "## Limitations" in card
+
+
+def test_model_card_shows_paths_and_anomalies_as_text_not_markdown():
+    report = _report(pushed=True)
+    report["data"]["data_dir"] = "/data/`[click](https://example.com)`<img src=x onerror=alert(1)>"
+    report["data"]["anomalies"] = ["value '[x](https://example.com)' <b>not</b> in the schema"]
+    card = model_card.render_model_card(report)
+    folder_line = next(line for line in card.splitlines() if line.startswith("- Data folder:"))
+    shown = "/data/`[click](https://example.com)`<img src=x onerror=alert(1)>"
+    assert folder_line.startswith(f"- Data folder: `` {shown} `` ")  # a code span no backtick inside can end
+    anomaly_line = next(line for line in card.splitlines() if line.startswith("- Schema anomalies:"))
+    assert "\\[x\\]\\(https://example.com\\)" in anomaly_line and "\\<b\\>" in anomaly_line

@@ -28,7 +28,7 @@ def test_parse_span_selection(text, first, last, latest, is_range):
     assert (selection.first, selection.last, selection.is_latest, selection.is_range) == (first, last, latest, is_range)
 
 
-@pytest.mark.parametrize("text", ["", "newest", "-1", "3-", "5-2", "1,2", "span-3"])
+@pytest.mark.parametrize("text", ["", "newest", "-1", "3-", "5-2", "1,2", "span-3", "٣", "３", "2-٥"])
 def test_parse_span_selection_rejects(text):
     with pytest.raises(ValueError, match="span"):
         spans.parse_span_selection(text)
@@ -45,6 +45,12 @@ def test_find_spans(tmp_path):
     (tmp_path / "span-01").mkdir()
     with pytest.raises(ValueError, match="both name span 1"):
         spans.find_spans(str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["span-3\n", "span-٣", "span-３", " span-3", "span-3 "])
+def test_span_folder_names_are_ascii_and_whole(name):
+    assert spans.span_number(name) is None
+    assert spans.span_number("span-3") == 3
 
 
 def test_resolve_roots(tmp_path):

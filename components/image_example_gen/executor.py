@@ -259,7 +259,6 @@ class Executor(BaseExampleGenExecutor):
                     executor._spans_read.add(span)
             if not found:
                 raise ValueError(f"no files found under {input_base!r} matching {split_pattern!r}")
-            found = ingest.mark_duplicate_names(sorted(found, key=lambda f: f.path))  # one name in two spans
             executor._files_found += len(found)
 
             listed_issues = sorted(f.issue.to_json() for f in found if f.issue is not None)

@@ -11,7 +11,8 @@ import dataclasses
 import os
 import re
 
-SPAN_DIR_RE = re.compile(r"^span-(\d+)$")
+# fullmatch with ASCII digits: not "span-3\n", not "span-٣" (int() would read both as 3).
+SPAN_DIR_RE = re.compile(r"span-([0-9]+)")
 # Split patterns of the ExampleGen input config. One span: TFX resolves {SPAN} (latest, or the
 # RangeConfig's). A range of spans: every span folder is matched and the executor keeps the range.
 SINGLE_SPAN_PATTERN = "span-{SPAN}/*"
@@ -62,7 +63,7 @@ def parse_span_selection(text: str) -> SpanSelection:
     value = text.strip()
     if value == LATEST:
         return SpanSelection()
-    match = re.fullmatch(r"(\d+)(?:-(\d+))?", value)
+    match = re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", value)
     if match is None:
         raise ValueError(f"span {text!r} is not 'latest', a span number N or a range A-B (e.g. 3 or 2-5)")
     first = int(match.group(1))
@@ -74,7 +75,7 @@ def parse_span_selection(text: str) -> SpanSelection:
 
 def span_number(folder_name: str) -> int | None:
     """Returns N for a folder named ``span-N``, else None."""
-    match = SPAN_DIR_RE.match(folder_name.rstrip("/"))
+    match = SPAN_DIR_RE.fullmatch(folder_name.rstrip("/"))
     return int(match.group(1)) if match else None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from components import evaluation
@@ -9,6 +10,18 @@ from components import evaluation
 
 def _num(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _code(text: Any) -> str:
+    """A Markdown code span that no backtick inside ``text`` can end (paths are shown, never rendered)."""
+    text = str(text).replace("\n", " ")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}" if "`" in text else f"`{text}`"
+
+
+def _text(text: Any) -> str:
+    """Plain text for Markdown: characters that start markup, links or HTML are backslash-escaped."""
+    return re.sub(r"([\\`*_{}\[\]()<>#+!|~-])", r"\\\1", str(text).replace("\n", " "))
 
 
 def _cell(text: Any) -> str:
@@ -43,13 +56,13 @@ def render_model_card(report: dict[str, Any]) -> str:
     lines = [f"# Model card: facepipe face attributes (run {run_id})", ""]
 
     lines += ["## Model details", ""]
-    lines.append(f"- Model: `{model.get('uri') or 'none'}`"
+    lines.append(f"- Model: {_code(model.get('uri') or 'none')}"
                  + (f", input {model['image_size']}x{model['image_size']} RGB" if model.get("image_size") else ""))
     lines.append("- Architecture: an ImageNet-pretrained backbone (frozen unless fine-tuning was on) with a small "
                  "trained head; one sigmoid probability per label (multi-label).")
     lines.append(f"- Decision: **{verdict['status']}**. {verdict['headline']}")
-    lines.append(f"- Pushed to: `{verdict['pushed_model'] or 'not pushed'}`")
-    lines.append(f"- Compared with: `{verdict['baseline_model'] or 'no earlier blessed model'}`")
+    lines.append(f"- Pushed to: {_code(verdict['pushed_model'] or 'not pushed')}")
+    lines.append(f"- Compared with: {_code(verdict['baseline_model'] or 'no earlier blessed model')}")
     lines.append(f"- Report generated {report['generated_at']}; regenerate with "
                  f"`python -m components.report --pipeline-root <pipeline root> --run-id {run_id}`.")
     lines.append("")
@@ -65,7 +78,7 @@ def render_model_card(report: dict[str, Any]) -> str:
     ]
 
     lines += ["## Data", ""]
-    lines.append(f"- Data folder: `{data.get('data_dir') or 'unknown'}`"
+    lines.append(f"- Data folder: {_code(data.get('data_dir') or 'unknown')}"
                  + (" (the bundled synthetic set)" if data.get("synthetic") else ""))
     splits = data.get("splits") or {}
     if splits:
@@ -77,7 +90,8 @@ def render_model_card(report: dict[str, Any]) -> str:
         lines.append(f"- Quarantined files (not used): {quarantined['total']}" + (f" ({reasons})" if reasons else ""))
     anomalies = data.get("anomalies")
     if anomalies is not None:
-        lines.append(f"- Schema anomalies: {len(anomalies)}" + ("" if not anomalies else ": " + "; ".join(anomalies)))
+        described = "; ".join(_text(a) for a in anomalies)
+        lines.append(f"- Schema anomalies: {len(anomalies)}" + (f": {described}" if anomalies else ""))
     lines.append("")
 
     lines += ["## Labels", ""]

@@ -103,6 +103,11 @@ class TrainParams:
     early_stopping_patience: int = 3
 
 
+# Progress of the embedding pass in the run's log: the first batch, then every this many batches.
+EMBED_LOG_PREFIX = "embedding pass:"
+EMBED_LOG_EVERY = 100
+
+
 class _EmbeddingWriter:
     """Collects embedding batches in memory, moving them to a file once they exceed a byte limit."""
 
@@ -186,11 +191,15 @@ def embed(
     )
     writer = _EmbeddingWriter(memory_limit_bytes, spill_dir)
     label_chunks, names = [], []
-    for images, parsed in decoded:
+    embedded = 0
+    for batch, (images, parsed) in enumerate(decoded, start=1):
         writer.append(_embed(images).numpy())
         features = parsed if features_of is None else features_of(parsed)
         label_chunks.append(features[labels.LABELS_KEY].numpy())
         names.append(features[labels.FILENAME_KEY].numpy())
+        embedded += len(label_chunks[-1])
+        if batch == 1 or batch % EMBED_LOG_EVERY == 0:
+            logger.info("%s batch %d, %d images so far", EMBED_LOG_PREFIX, batch, embedded)
     if not label_chunks:
         raise ValueError("no examples to embed")
     return Embedded(
