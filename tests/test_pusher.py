@@ -51,7 +51,7 @@ def test_failed_copy_leaves_nothing_and_stale_staging_is_cleaned(tmp_path, monke
             f.write("x")
         raise OSError("disk full")
 
-    monkeypatch.setattr(pusher, "_copy_tree", broken_copy)
+    monkeypatch.setattr(pusher, "copy_tree", broken_copy)
     with pytest.raises(OSError, match="disk full"):
         pusher.publish_model(_model(tmp_path / "m1", b"one"), base)
     assert pusher.existing_versions(base) == []
