@@ -176,3 +176,24 @@ def list_serving_folder(base_dir: str) -> Listing:
         logger.info("serving folder %s: ignoring %r: %s", base_dir, name, why)
     versions.sort(key=lambda v: v.number)
     return Listing(tuple(versions), highest, tuple(ignored))
+
+
+def served_model_dir(base_dir: str) -> str | None:
+    """The folder TF Serving serves: the highest numeric folder holding a SavedModel, by its real name.
+
+    Versions pushed by other tools count (TF Serving serves them too); symbolic links, files
+    and folders without ``saved_model.pb`` do not. None when there is none.
+    """
+    import tensorflow as tf
+
+    if not tf.io.gfile.isdir(base_dir):
+        return None
+    candidates = []
+    for entry in tf.io.gfile.listdir(base_dir):
+        name = entry.rstrip("/")
+        number = numeric_value(name)
+        path = os.path.join(base_dir, name)
+        if number is None or is_link(path) or not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+            continue
+        candidates.append((number, path))
+    return max(candidates)[1] if candidates else None

@@ -56,7 +56,7 @@ class TaskRun:
     task: str
     cached: bool
     outputs: dict[str, int]  # output key -> artifact id
-    fingerprint: str
+    fingerprint: str  # the cache key KFP would compute, whether or not the task caches
     seconds: float
     returncode: int = 0
     log: str = ""
@@ -304,7 +304,7 @@ class Emulator:
             executor_input = self._executor_input(name, task, params, produced, root, task_root)
             image, command = self._command(task)
             caching = bool(task.get("cachingOptions", {}).get("enableCache"))
-            fingerprint = cache_fingerprint(executor_input, command, image) if caching else ""
+            fingerprint = cache_fingerprint(executor_input, command, image)
             if caching and fingerprint in self.metadata.cache:
                 produced[name] = dict(self.metadata.cache[fingerprint])
                 result.tasks[name] = TaskRun(name, True, produced[name], fingerprint, 0.0)
