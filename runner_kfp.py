@@ -62,6 +62,11 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
         help=f"KFP API endpoint, e.g. https://HOST/pipeline or http://localhost:8080 (default: ${ENDPOINT_ENV})",
     )
     group.add_argument("--namespace", default=None, help="your namespace on multi-user Kubeflow")
+    group.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow sending the bearer token over plain http:// to a host other than this machine",
+    )
     group.add_argument("--experiment", default=None, help="KFP experiment (default: the pipeline name)")
 
 
@@ -206,9 +211,22 @@ def main(
         if args.command in ("unschedule", "list") and not args.endpoint:
             raise UsageError(f"{args.command} needs --endpoint URL (or ${kubeflow.ENDPOINT_ENV})")
         token = kubeflow.token_from_env(environ)
+        kubeflow.check_token_transport(args.endpoint, token, insecure=args.insecure)
     except ValueError as e:  # UsageError and the config's own checks
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+    # kfp's client logs failed requests with tracebacks holding the server's response: one line, token masked.
+    with kubeflow.redacted_client_logs(token):
+        return _server_command(args, config, token, client_factory, out)
+
+
+def _server_command(
+    args: argparse.Namespace, config: Any, token: Any, client_factory: Callable[..., Any] | None,
+    out: Callable[[str], None],
+) -> int:
+    """run, schedule, unschedule or list against the server; returns the exit status."""
+    from pipeline import kubeflow
 
     experiment = args.experiment or (config.pipeline_name if config is not None else DEFAULT_EXPERIMENT)
     try:

@@ -8,11 +8,15 @@ or kfp at import time.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import ipaddress
 import json
+import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
+import urllib.parse
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from pipeline.config import PipelineConfig
@@ -686,6 +690,69 @@ def one_line(error: BaseException, token: Token | None = None) -> str:
     if token is not None and token.reveal():
         text = text.replace(token.reveal(), "***")
     return text[:400]
+
+
+def is_loopback(endpoint: str) -> bool:
+    """Whether an endpoint's host is this machine (localhost, 127.0.0.0/8, ::1): kubectl port-forward."""
+    host = urllib.parse.urlsplit(endpoint).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_token_transport(endpoint: str, token: Token | None, insecure: bool = False) -> None:
+    """Refuses to send a bearer token in clear text to another machine.
+
+    Raises:
+      ValueError: a token, a plain ``http://`` endpoint that is not loopback, and no ``insecure``.
+    """
+    scheme = urllib.parse.urlsplit(endpoint).scheme.lower()
+    if token is not None and scheme == "http" and not is_loopback(endpoint) and not insecure:
+        raise ValueError(
+            f"refusing to send the bearer token over plain http to {urllib.parse.urlsplit(endpoint).hostname}: "
+            "use https://, or --insecure if the network is trusted"
+        )
+
+
+class _RedactingFilter(logging.Filter):
+    """Makes a log record one line without a traceback, with the token masked.
+
+    kfp's client logs failed health checks with ``logging.exception``: the traceback of a
+    kfp_server_api ApiException, whose text holds the server's response headers and body. A
+    server (or proxy) that echoes the request put the bearer token on stderr that way.
+    """
+
+    def __init__(self, token: Token | None):
+        super().__init__()
+        self._token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage().splitlines()[0] if record.getMessage() else ""
+        if record.exc_info and record.exc_info[1] is not None:
+            text = f"{text}: {one_line(record.exc_info[1], self._token)}"
+        if self._token is not None and self._token.reveal():
+            text = text.replace(self._token.reveal(), "***")
+        record.msg, record.args, record.exc_info, record.exc_text, record.stack_info = text[:500], (), None, None, None
+        return True
+
+
+@contextlib.contextmanager
+def redacted_client_logs(token: Token | None) -> Iterator[None]:
+    """While active, kfp's and its HTTP stack's log records are one line each, token masked."""
+    redactor = _RedactingFilter(token)
+    loggers = [logging.getLogger(name) for name in ("", "kfp", "kfp_server_api", "urllib3")]
+    handlers = [h for h in logging.getLogger().handlers] + [logging.lastResort]
+    targets = [t for t in [*loggers, *handlers] if t is not None]
+    for target in targets:
+        target.addFilter(redactor)
+    try:
+        yield
+    finally:
+        for target in targets:
+            target.removeFilter(redactor)
 
 
 def connect(endpoint: str, token: Token | None, namespace: str | None = None) -> KfpClient:

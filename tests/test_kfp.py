@@ -421,17 +421,33 @@ def test_cli_endpoint_and_token_from_the_environment(tmp_path, capsys):
     client = FakeKfpClient()
     token_file = tmp_path / "token"
     token_file.write_text(SECRET)
-    environ = {kubeflow.ENDPOINT_ENV: "http://kfp.local:8080", kubeflow.TOKEN_PATH_ENV: str(token_file)}
-    status, lines, _ = _main(["list"], client, capsys, environ=environ)
-    assert status == 0 and client.endpoint == "http://kfp.local:8080" and client.token == SECRET
+    environ = {kubeflow.ENDPOINT_ENV: "http://localhost:8080", kubeflow.TOKEN_PATH_ENV: str(token_file)}
+    status, lines, _ = _main(["list"], client, capsys, environ=environ)  # loopback (kubectl port-forward): allowed
+    assert status == 0 and client.endpoint == "http://localhost:8080" and client.token == SECRET
     assert lines == ["0 schedule(s) in experiment 'facepipe'"]
+
+
+@pytest.mark.parametrize("endpoint", ["http://kfp.example.com/pipeline", "http://10.0.0.7:8888", "HTTP://kfp"])
+def test_a_token_is_never_sent_in_clear_text_to_another_machine(endpoint, capsys):
+    client = FakeKfpClient()
+    status, _, err = _main(["list", "--endpoint", endpoint], client, capsys)
+    assert status == 2 and "refusing to send the bearer token over plain http" in err and client.token is None
+    assert SECRET not in err
+    status, _, _ = _main(["list", "--endpoint", endpoint, "--insecure"], client, capsys)
+    assert status == 0 and client.token == SECRET
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:8080", "http://[::1]:8080", "http://127.3.4.5"])
+def test_loopback_endpoints_are_allowed_over_http(endpoint):
+    kubeflow.check_token_transport(endpoint, kubeflow.Token(SECRET))
+    kubeflow.check_token_transport("http://kfp.example.com", None)  # no token, nothing to leak
 
 
 def test_cli_server_errors_are_one_line_without_the_token(package, capsys):
     client = FakeKfpClient()
     client.fail_create_recurring = RuntimeError(f"403 Forbidden for Bearer {SECRET}")
     status, _, err = _main(
-        ["schedule", "--endpoint", "http://kfp", "--package", package, "--cron", "@daily"], client, capsys
+        ["schedule", "--endpoint", "https://kfp", "--package", package, "--cron", "@daily"], client, capsys
     )
     assert status == 1 and err.count("\n") == 1 and "Kubeflow Pipelines request failed" in err and "***" in err
 
@@ -966,3 +982,41 @@ def test_example_gen_step_resolves_the_span_given_at_run_time(compiled, tmp_path
     (artifact,) = output.artifacts["examples"].artifacts
     assert artifact.metadata["span"] == 1 and artifact.metadata["files_found"] == 4
     assert len(artifact.metadata["data_fingerprint"]) == 64
+
+
+def test_a_server_that_echoes_the_token_never_gets_it_on_the_console(monkeypatch, capsys, caplog):
+    """kfp's client logs each failed health check with the server's response (logging.exception)."""
+    import http.server
+    import threading
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802  (http.server's name)
+            body = f"upstream error; your request: {dict(self.headers)}".encode()
+            self.send_response(500)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("X-Echo-Authorization", self.headers.get("Authorization", ""))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr("kfp.client.client.time.sleep", lambda seconds: None)  # skip kfp's 5 s retry pauses
+    import runner_kfp
+
+    try:
+        status = runner_kfp.main(["list", "--endpoint", f"http://127.0.0.1:{server.server_port}"],
+                                 environ={kubeflow.TOKEN_ENV: SECRET}, out=lambda line: None)
+    finally:
+        server.shutdown()
+    captured = capsys.readouterr()
+    assert status == 1
+    assert SECRET not in captured.err + captured.out
+    # What logging handlers receive (the console's, or here pytest's): one line each, no traceback, no token.
+    kfp_records = [r for r in caplog.records if "healthz" in r.getMessage()]
+    assert len(kfp_records) == 5
+    for record in kfp_records:
+        assert record.exc_info is None and SECRET not in record.getMessage() and "\n" not in record.getMessage()
+        assert "HTTP 500" in record.getMessage()

@@ -13,6 +13,7 @@ a warm interpreter (tests/forkserver.py) to keep the cost in CI down; the comman
 everything after interpreter start-up is the container's.
 """
 
+import concurrent.futures
 import json
 import os
 import time
@@ -55,39 +56,64 @@ def _gates(emulator, run) -> dict:
         return json.load(f)
 
 
-@pytest.fixture(scope="module")
-def fork_server():
-    with kfp_emulator.ForkServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def scheduled(tmp_path_factory, fork_server):
-    """Compiles once; runs 1, 2 (after adding images) and 3 (nothing changed) on open-source KFP's rules."""
-    root = tmp_path_factory.mktemp("kfp_scheduled")
+def _compiled(root, seed: int, target: str) -> tuple[PipelineConfig, dict]:
     config = _config(root)
-    synthetic_data.generate(root / "data", synthetic_data.SyntheticSpec(num_images=40, seed=21, balanced=True,
+    synthetic_data.generate(root / "data", synthetic_data.SyntheticSpec(num_images=40, seed=seed, balanced=True,
                                                                         malformed_fraction=0.0, image_size=48))
-    spec = kubeflow.compile_pipeline(config, IMAGE, str(root / "facepipe.yaml"))
-    emulator = kfp_emulator.Emulator(spec, str(root / "backend"), mode=kfp_emulator.OSS, run_command=fork_server)
-    runs, seconds, versions = [], [], []
-    for step in range(3):
-        if step == 1:  # new images arrive between run 1 and run 2
-            synthetic_data.generate(
-                root / "data" / "batch-2",
-                synthetic_data.SyntheticSpec(num_images=20, seed=22, balanced=True, malformed_fraction=0.0,
-                                             image_size=48),
-            )
+    suffix = ".json" if target == kubeflow.TARGET_VERTEX else ".yaml"
+    return config, kubeflow.compile_pipeline(config, IMAGE, str(root / f"facepipe{suffix}"), target=target)
+
+
+def _vertex_run_1(root, spec: dict) -> tuple:
+    """Run 1 with Vertex AI's typed inputs, on its own root and fork server."""
+    with kfp_emulator.ForkServer() as server:
+        emulator = kfp_emulator.Emulator(spec, str(root / "backend"), mode=kfp_emulator.VERTEX, run_command=server)
         start = time.monotonic()
-        runs.append(emulator.run())
-        seconds.append(time.monotonic() - start)
-        versions.append(_versions(config))
-    print(f"\nKFP emulation, open-source rules: runs took {', '.join(f'{s:.0f} s' for s in seconds)}")
-    return config, emulator, runs, versions
+        run = emulator.run()
+        return emulator, run, time.monotonic() - start, dict(server.cpu_seconds)
+
+
+@pytest.fixture(scope="module")
+def scheduled(tmp_path_factory):
+    """Runs 1, 2 (after adding images) and 3 (nothing changed) on open-source KFP's rules; Vertex's run 1 beside them.
+
+    The two backends run at the same time (separate roots, separate fork servers): most steps
+    use one core, and this keeps the test's wall time down on two.
+    """
+    root, vertex_root = tmp_path_factory.mktemp("kfp_scheduled"), tmp_path_factory.mktemp("kfp_vertex")
+    # Compiling uses TFX's global DSL registry: both specs are built here, before any thread starts.
+    vertex_config, vertex_spec = _compiled(vertex_root, 23, kubeflow.TARGET_VERTEX)
+    config, spec = _compiled(root, 21, kubeflow.TARGET_KFP)
+    vertex = concurrent.futures.ThreadPoolExecutor(1).submit(_vertex_run_1, vertex_root, vertex_spec)
+    runs, seconds, versions = [], [], []
+    with kfp_emulator.ForkServer() as server:
+        emulator = kfp_emulator.Emulator(spec, str(root / "backend"), mode=kfp_emulator.OSS, run_command=server)
+        for step in range(3):
+            if step == 1:  # new images arrive between run 1 and run 2
+                synthetic_data.generate(
+                    root / "data" / "batch-2",
+                    synthetic_data.SyntheticSpec(num_images=20, seed=22, balanced=True, malformed_fraction=0.0,
+                                                 image_size=48),
+                )
+            start = time.monotonic()
+            runs.append(emulator.run())
+            seconds.append(time.monotonic() - start)
+            versions.append(_versions(config))
+        cpu = dict(server.cpu_seconds)
+    vertex_emulator, vertex_run, vertex_seconds, vertex_cpu = vertex.result(timeout=1800)
+    cpu.update(vertex_cpu)
+    per_task: dict[str, float] = {}
+    for log_path, value in cpu.items():
+        task = os.path.basename(os.path.dirname(log_path))
+        per_task[task] = per_task.get(task, 0.0) + value
+    print(f"\nKFP emulation: open-source runs {', '.join(f'{s:.0f} s' for s in seconds)}; Vertex run 1 "
+          f"{vertex_seconds:.0f} s (concurrently); step CPU seconds, all runs: "
+          + ", ".join(f"{t} {v:.0f}" for t, v in sorted(per_task.items(), key=lambda kv: -kv[1])))
+    return config, emulator, runs, versions, (vertex_config, vertex_emulator, vertex_run)
 
 
 def test_no_step_of_the_spec_is_skipped_and_the_data_steps_never_come_from_the_cache(scheduled):
-    config, emulator, runs, _ = scheduled
+    config, emulator, runs, _, _ = scheduled
     tasks = set(emulator.spec["root"]["dag"]["tasks"])
     assert set(runs[0].ran()) == tasks  # every compiled step ran, through its container command
     for run in runs[1:]:
@@ -96,7 +122,7 @@ def test_no_step_of_the_spec_is_skipped_and_the_data_steps_never_come_from_the_c
 
 
 def test_run_1_pushes_a_model(scheduled):
-    config, emulator, runs, versions = scheduled
+    config, emulator, runs, versions, _ = scheduled
     pushed = emulator.artifact(runs[0], pipeline_def.PUSHER, PUSHED)
     assert pushed.custom_properties["pushed"] == 1.0
     assert len(versions[0]) == 1
@@ -106,7 +132,7 @@ def test_run_1_pushes_a_model(scheduled):
 
 
 def test_run_2_ingests_the_new_images_and_is_compared_with_the_serving_model(scheduled):
-    config, emulator, runs, versions = scheduled
+    config, emulator, runs, versions, _ = scheduled
     before = emulator.artifact(runs[0], pipeline_def.EXAMPLE_GEN, "examples")
     after = emulator.artifact(runs[1], pipeline_def.EXAMPLE_GEN, "examples")
     assert after.custom_properties["files_found"] == 60.0
@@ -124,7 +150,7 @@ def test_run_2_ingests_the_new_images_and_is_compared_with_the_serving_model(sch
 
 
 def test_run_3_with_nothing_changed_publishes_no_new_version(scheduled):
-    config, emulator, runs, versions = scheduled
+    config, emulator, runs, versions, _ = scheduled
     assert versions[2] == versions[1]
     pushed = emulator.artifact(runs[2], pipeline_def.PUSHER, PUSHED)
     assert pushed.custom_properties["already_serving"] == 1.0
@@ -135,15 +161,8 @@ def test_run_3_with_nothing_changed_publishes_no_new_version(scheduled):
     assert "already serving" in baseline.custom_properties["baseline_note"]
 
 
-def test_run_1_with_vertex_style_typed_inputs(tmp_path, fork_server):
-    config = _config(tmp_path)
-    synthetic_data.generate(tmp_path / "data", synthetic_data.SyntheticSpec(num_images=40, seed=23, balanced=True,
-                                                                            malformed_fraction=0.0, image_size=48))
-    spec = kubeflow.compile_pipeline(config, IMAGE, str(tmp_path / "facepipe.json"), target=kubeflow.TARGET_VERTEX)
-    emulator = kfp_emulator.Emulator(spec, str(tmp_path / "backend"), mode=kfp_emulator.VERTEX, run_command=fork_server)
-    start = time.monotonic()
-    run = emulator.run()
-    print(f"\nKFP emulation, Vertex AI rules: run 1 took {time.monotonic() - start:.0f} s")
-    assert set(run.ran()) == set(spec["root"]["dag"]["tasks"])
+def test_run_1_with_vertex_style_typed_inputs(scheduled):
+    config, emulator, run = scheduled[4]
+    assert set(run.ran()) == set(emulator.spec["root"]["dag"]["tasks"])
     assert emulator.artifact(run, pipeline_def.PUSHER, PUSHED).custom_properties["pushed"] == 1.0
     assert len(_versions(config)) == 1
