@@ -124,15 +124,15 @@ def _fingerprint_line(examples: tuple[int, int], quarantine_lines: list[str]) ->
 
 
 def resolve_roots(input_base: str, split_pattern: str, spans_text: str) -> list[tuple[str, str, int | None]]:
-    """Turns the (driver-resolved) split pattern into the folders to read.
+    """Turns the (span-resolved) split pattern into the folders to read.
 
-    A pattern whose first folder is ``span-<N>`` (what the driver makes of ``span-{SPAN}/*``)
+    A pattern whose first folder is ``span-<N>`` (what resolve_input_config makes of ``span-{SPAN}/*``)
     reads that span; a range selection reads every span folder in the range; anything else
     reads the data folder itself.
 
     Args:
       input_base: the data folder.
-      split_pattern: the input split's pattern after the driver resolved ``{SPAN}``
+      split_pattern: the input split's pattern with ``{SPAN}`` resolved (resolve_input_config)
         (e.g. ``*`` or ``span-3/*``).
       spans_text: the component's span selection ("" for a flat folder).
 
@@ -264,7 +264,7 @@ class Executor(BaseExampleGenExecutor):
         Args:
           input_dict: unused (an ExampleGen has no inputs).
           output_dict: ``examples``: the output Examples artifact.
-          exec_properties: the ImageExampleGen parameters, with the split pattern resolved by its driver.
+          exec_properties: the ImageExampleGen parameters (``{SPAN}`` is resolved here).
         """
         self._log_startup(input_dict, output_dict, exec_properties)
         self._quarantine, self._files_found, self._spans_read = [], 0, set()
@@ -380,7 +380,7 @@ class Executor(BaseExampleGenExecutor):
 
 
 def run_on_folder(data_dir: str, out_dir: str, pattern: str = "*", **overrides: Any) -> Any:
-    """Runs the executor directly on a folder, as its driver would for a flat folder.
+    """Runs the executor directly on a folder, as the pipeline does for a flat folder.
 
     For tests, benchmarks and debugging: no orchestrator, no ML Metadata. The split is the
     pipeline's default 80/20 hash of the file name.
