@@ -6,7 +6,7 @@ calibration plots and the multi-label confusion matrix. Four gates are TFMA thre
 
 - ``macro_auc_floor``: macro-average AUC on the overall slice >= a floor;
 - ``label_auc_floors``: each label's AUC on the overall slice >= its floor;
-- ``no_regression``: macro AUC not lower than the baseline's (latest blessed model) by more
+- ``no_regression``: macro AUC not lower than the baseline's (the model serving now) by more
   than a tolerance (skipped when there is no baseline);
 - ``fairness_<attribute>``: for each label, the AUC gap between every pair of groups
   (race groups; genders) <= a limit, as TFMA cross-slice thresholds.
@@ -84,7 +84,7 @@ class GateSettings:
 
     Attributes:
       min_macro_auc: macro-average AUC floor on the overall slice.
-      max_auc_regression: allowed macro-AUC drop against the latest blessed model; None: no check.
+      max_auc_regression: allowed macro-AUC drop against the model serving now; None: no check.
       min_label_auc: AUC floor on the overall slice for every label; None: no per-label floor
         except those in label_auc_floors.
       label_auc_floors: (label name, floor) pairs overriding min_label_auc for single labels.
@@ -621,11 +621,14 @@ def _label_gate(results: EvalResults, gates: GateSettings, failed_labels: set[st
     )
 
 
-def _regression_gate(results: EvalResults, gates: GateSettings, tfma_failed: bool) -> GateResult:
-    title = "no macro-AUC regression against the latest blessed model"
+def _regression_gate(
+    results: EvalResults, gates: GateSettings, tfma_failed: bool, baseline_note: str | None = None
+) -> GateResult:
+    title = "no macro-AUC regression against the model serving now"
     # Without a baseline TFMA drops change thresholds from the config it writes (rubber stamp).
     if not results.has_baseline:
-        return GateResult(GATE_REGRESSION, title, None, None, None, "no earlier blessed model to compare with")
+        why = baseline_note or "no model serving to compare with"
+        return GateResult(GATE_REGRESSION, title, None, None, None, f"no baseline: {why}")
     if gates.max_auc_regression is None:
         return GateResult(GATE_REGRESSION, title, None, None, None, "no regression check configured")
     change = results.value(MACRO_AUC, model=DIFF)
@@ -633,7 +636,7 @@ def _regression_gate(results: EvalResults, gates: GateSettings, tfma_failed: boo
     cand = results.value(MACRO_AUC)
     passed = change is not None and change >= -gates.max_auc_regression and not tfma_failed
     summary = (
-        f"change in macro_auc vs the latest blessed model {_fmt(change, 4)} ({_fmt(cand)} vs {_fmt(base)}) is "
+        f"change in macro_auc vs the serving model {_fmt(change, 4)} ({_fmt(cand)} vs {_fmt(base)}) is "
         f"{'within' if passed else 'beyond'} the allowed drop of {gates.max_auc_regression:g}"
     )
     details = [
@@ -719,6 +722,7 @@ def evaluate_gates(
     gates: GateSettings,
     fairness_groups: Mapping[str, Sequence[str]] = FAIRNESS_GROUPS,
     fairness_exempt: Mapping[str, Collection[str]] | None = None,
+    baseline_note: str | None = None,
 ) -> list[GateResult]:
     """Judges every gate from an Evaluator's output.
 
@@ -735,6 +739,7 @@ def evaluate_gates(
       gates: the thresholds the EvalConfig was built with.
       fairness_groups: attribute -> groups, as given to build_eval_config.
       fairness_exempt: attribute -> labels not compared, as given to build_eval_config.
+      baseline_note: why the baseline is what it is (components.baseline), for the regression gate.
 
     Returns:
       One GateResult per gate, in report order.
@@ -749,7 +754,7 @@ def evaluate_gates(
     out = [
         _macro_gate(results, gates, bool(by_gate.get(GATE_MACRO))),
         _label_gate(results, gates, {f["label"] for f in by_gate.get(GATE_LABELS, [])}),
-        _regression_gate(results, gates, bool(by_gate.get(GATE_REGRESSION))),
+        _regression_gate(results, gates, bool(by_gate.get(GATE_REGRESSION)), baseline_note),
     ]
     if gates.max_fairness_gap is not None:
         for feature, groups in fairness_groups.items():

@@ -18,19 +18,23 @@ from typing import Any
 import tensorflow as tf
 from tfx import v1 as tfx
 
+from components import baseline as serving_baseline
 from components import evaluation
 
 GATES_FILE = evaluation.GATES_FILE
 BLESSED_FILE, NOT_BLESSED_FILE = "BLESSED", "NOT_BLESSED"
 
 
-def judge(evaluation_uri: str, label_names: list[str], fairness_min_count: int) -> dict[str, Any]:
+def judge(
+    evaluation_uri: str, label_names: list[str], fairness_min_count: int, baseline_note: str | None = None
+) -> dict[str, Any]:
     """Judges every gate on one Evaluator output, against the thresholds that Evaluator used.
 
     Args:
       evaluation_uri: the ModelEvaluation artifact's URI (holds eval_config.json).
       label_names: the model's labels in output order.
       fairness_min_count: see evaluation.GateSettings.
+      baseline_note: why the baseline is what it is (components.baseline).
 
     Returns:
       A JSON-able record: blessed, gates (one dict per gate), settings, fairness_groups,
@@ -41,7 +45,7 @@ def judge(evaluation_uri: str, label_names: list[str], fairness_min_count: int) 
     eval_config = eval_config_writer.load_eval_run(evaluation_uri)[0]
     settings, groups, exempt = evaluation.gates_from_eval_config(eval_config, label_names, fairness_min_count)
     results = evaluation.load_eval_results(evaluation_uri, label_names)
-    gate_results = evaluation.evaluate_gates(results, settings, groups, exempt)
+    gate_results = evaluation.evaluate_gates(results, settings, groups, exempt, baseline_note=baseline_note)
     return {
         "blessed": evaluation.is_blessed(gate_results),
         "gates": [g.to_dict() for g in gate_results],
@@ -68,6 +72,7 @@ def EvaluationGate(
     model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
     blessing: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.ModelBlessing],
     label_names: tfx.dsl.components.Parameter[str],
+    baseline: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
     fairness_min_count: tfx.dsl.components.Parameter[int] = evaluation.GateSettings.fairness_min_count,
     code_version: tfx.dsl.components.Parameter[str] = "",
 ) -> None:
@@ -78,6 +83,7 @@ def EvaluationGate(
       model: the candidate model (its id goes into the blessing, for the baseline resolver).
       blessing: the output blessing.
       label_names: JSON list of the model's labels, in output order.
+      baseline: ServingBaseline's output (the model serving now, or empty), for the gate record.
       fairness_min_count: positives and negatives a group needs for its fairness comparisons to be judged.
       code_version: fingerprint of the gate's code, so that caching sees code changes.
 
@@ -89,7 +95,14 @@ def EvaluationGate(
     stored = model_label_names(model.uri)
     if stored is not None and stored != names:
         raise ValueError(f"the model's labels {stored} differ from the pipeline's {names}")
-    record = judge(evaluation_result.uri, names, fairness_min_count)
+    note = baseline.get_string_custom_property(serving_baseline.NOTE_PROPERTY) if baseline is not None else None
+    record = judge(evaluation_result.uri, names, fairness_min_count, baseline_note=note)
+    if baseline is not None:
+        record["baseline"] = {
+            "version": baseline.get_int_custom_property(serving_baseline.VERSION_PROPERTY) or None,
+            "path": baseline.get_string_custom_property(serving_baseline.PATH_PROPERTY) or None,
+            "note": note,
+        }
     record["model_uri"] = model.uri
     record["evaluation_uri"] = evaluation_result.uri
     tf.io.gfile.makedirs(blessing.uri)
