@@ -385,3 +385,17 @@ def test_roc_auc_matches_sklearn_with_ties_and_single_class():
     scores = np.round(rng.random(300) * 0.5 + 0.4 * y, 2)  # rounded: many ties
     assert train.roc_auc(y, scores) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
     assert np.isnan(train.roc_auc(np.zeros(5), np.arange(5.0)))
+
+
+def test_labels_by_file_name_accept_a_name_found_twice():
+    """A span range can hold one relative name in two span folders: two examples, the same labels."""
+    from components.trainer.data import with_labels
+
+    batches = tf.data.Dataset.from_tensor_slices({
+        labels.FILENAME_KEY: [[b"a.jpg"], [b"b.jpg"], [b"a.jpg"]],
+        labels.IMAGE_KEY: [[b"1"], [b"2"], [b"3"]],
+    }).batch(3)
+    names = np.array(["a.jpg", "b.jpg", "a.jpg"])
+    matrix = np.array([[1, 0], [0, 1], [1, 0]], np.float32)
+    (batch,) = list(with_labels(batches, names, matrix))
+    np.testing.assert_array_equal(batch[labels.LABELS_KEY].numpy(), matrix)

@@ -88,13 +88,15 @@ def with_labels(dataset: tf.data.Dataset, filenames: np.ndarray, label_matrix: n
       Batches of image_raw [B], filename [B] and labels [B, L]; a file name not in
       ``filenames`` fails the gather.
     """
+    # One key per name: a span range can hold the same relative name in two span folders (two
+    # examples, the same labels, since labels come from the name), and a hash table refuses a
+    # key given twice with different values.
+    names, first = np.unique(filenames.astype(str), return_index=True)
     table = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(
-            tf.constant(filenames.astype(str)), tf.range(len(filenames), dtype=tf.int64)
-        ),
+        tf.lookup.KeyValueTensorInitializer(tf.constant(names), tf.range(len(names), dtype=tf.int64)),
         default_value=-1,
     )
-    matrix = tf.constant(label_matrix, tf.float32)
+    matrix = tf.constant(label_matrix[first], tf.float32)
 
     def add(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         names = tf.reshape(batch[labels.FILENAME_KEY], [-1])  # raw features are [B, 1]
