@@ -39,6 +39,7 @@ IMAGES_SIGNATURE = "predict_images"
 FILE_COLUMN, PREDICTED_COLUMN, ERROR_COLUMN = "file", "predicted_labels", "error"
 DEFAULT_THRESHOLD = 0.5
 LABELS_FILE = os.path.join("assets.extra", "labels.json")
+_MAX_METADATA_BYTES = 1 << 20
 # First characters that make a spreadsheet read a cell as a formula (OWASP, CSV injection).
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -94,12 +95,17 @@ def model_metadata(model_dir: str) -> dict[str, Any]:
 
     Raises:
       FileNotFoundError: the model has no labels.json.
+      ValueError: labels.json is not a regular file, too large, or not JSON.
     """
     path = os.path.join(model_dir, LABELS_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} is missing: the model does not say which label each output is")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        # Read as image files are: never blocking (a FIFO planted there), never unbounded.
+        text = images.read_file(path, _MAX_METADATA_BYTES).decode("utf-8")
+        return json.loads(text)
+    except (images.Rejected, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not the model's label list: {e}") from None
 
 
 def resolve_thresholds(

@@ -341,3 +341,27 @@ def test_a_failed_run_leaves_the_previous_csv_and_no_partial_file(serving, image
         predict.predict_folder(str(serving / "facepipe" / "12"), str(images), str(out), batch_size=2)
     assert out.read_text() == "previous results\n"
     assert os.listdir(out.parent) == ["predictions.csv"]
+
+
+def test_a_fifo_in_place_of_the_models_label_list_is_an_error_not_a_hang(serving, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(serving / "facepipe" / "12", model_dir)
+    labels_file = model_dir / "assets.extra" / "labels.json"
+    labels_file.unlink()
+    os.mkfifo(labels_file)
+    outcome = []
+
+    def read() -> None:
+        try:
+            predict.model_metadata(str(model_dir))
+        except ValueError as e:
+            outcome.append(str(e))
+
+    worker = threading.Thread(target=read, daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    try:
+        assert not worker.is_alive() and "not a regular file" in outcome[0]
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(os.open(labels_file, os.O_WRONLY | os.O_NONBLOCK))
