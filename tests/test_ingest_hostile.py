@@ -267,3 +267,14 @@ def test_identical_images_with_conflicting_labels_are_all_quarantined(tmp_path):
     message = next(e["message"] for e in entries if e["reason"] == "conflicting_labels")
     assert "age 30" in message and "age 31" in message
 
+
+
+def test_deep_nesting_cannot_exhaust_the_recursion_limit(tmp_path):
+    data = folder = tmp_path / "data"
+    data.mkdir()
+    for _ in range(1200):  # deeper than Python's default recursion limit (1000)
+        folder = folder / "d"
+        folder.mkdir()
+    (folder / _name(i=1)).write_bytes(_image(1))
+    found = ingest.find_files(str(data))
+    assert [(f.relative, f.issue) for f in found] == [("d/" * 1200 + _name(i=1), None)]

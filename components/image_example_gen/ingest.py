@@ -118,7 +118,20 @@ def _kind(mode: int) -> str:
 
 
 def _walk_local(path: str, relative: str, real_data_dir: str, out: list[FoundFile]) -> None:
-    """Lists a local entry without following symlinks (tf.io.gfile.walk loops forever on a cycle).
+    """Lists a local entry and everything below it without following symlinks.
+
+    (tf.io.gfile.walk loops forever on a link cycle.) Iterative, so that no nesting depth can
+    exhaust Python's recursion limit.
+    """
+    stack = [(path, relative)]
+    while stack:
+        folder_path, folder_relative = stack.pop()
+        children = _list_entry(folder_path, folder_relative, real_data_dir, out)
+        stack.extend(reversed(children))
+
+
+def _list_entry(path: str, relative: str, real_data_dir: str, out: list[FoundFile]) -> list[tuple[str, str]]:
+    """Adds one entry to ``out``; returns the (path, relative) of its children when it is a folder.
 
     Nothing is opened here: a link is judged by what it points to (os.stat), so a link to a FIFO
     or a device is refused before anything could block on it.
@@ -146,7 +159,7 @@ def _walk_local(path: str, relative: str, real_data_dir: str, out: list[FoundFil
                 mode = os.stat(path).st_mode
             except OSError as e:
                 _add(out, path, relative, QuarantineEntry(path, "unreadable_file", f"{shown!r} could not be read: {e}"))
-                return
+                return []
             if stat.S_ISREG(mode):
                 _add(out, path, relative)  # a link to a file inside the data folder
             else:  # reading a FIFO would block forever; devices are not data
@@ -154,27 +167,26 @@ def _walk_local(path: str, relative: str, real_data_dir: str, out: list[FoundFil
                     path, "not_a_regular_file",
                     f"{shown!r} is a symbolic link to {shown_target!r}, which is {_kind(mode)}; only regular "
                     "files are read"))
-        return
+        return []
     if os.path.isdir(path):
         try:
             names = sorted(os.listdir(path))
         except OSError as e:
             _add(out, path, relative, QuarantineEntry(
                 path, "unreadable_directory", f"folder {shown!r} could not be listed: {e}"))
-            return
-        for name in names:
-            _walk_local(os.path.join(path, name), f"{relative}/{name}" if relative else name, real_data_dir, out)
-        return
+            return []
+        return [(os.path.join(path, name), f"{relative}/{name}" if relative else name) for name in names]
     try:
         mode = os.lstat(path).st_mode
     except OSError as e:
         _add(out, path, relative, QuarantineEntry(path, "unreadable_file", f"{shown!r} could not be read: {e}"))
-        return
+        return []
     if stat.S_ISREG(mode):
         _add(out, path, relative)
     else:  # reading a FIFO would block forever; devices and sockets are not data
         _add(out, path, relative, QuarantineEntry(
             path, "not_a_regular_file", f"{shown!r} is {_kind(mode)}; only regular files are read"))
+    return []
 
 
 def _match_local(root: str, pattern: str) -> list[str]:
