@@ -272,9 +272,31 @@ def test_identical_images_with_conflicting_labels_are_all_quarantined(tmp_path):
 def test_deep_nesting_cannot_exhaust_the_recursion_limit(tmp_path):
     data = folder = tmp_path / "data"
     data.mkdir()
-    for _ in range(1200):  # deeper than Python's default recursion limit (1000)
-        folder = folder / "d"
-        folder.mkdir()
-    (folder / _name(i=1)).write_bytes(_image(1))
-    found = ingest.find_files(str(data))
-    assert [(f.relative, f.issue) for f in found] == [("d/" * 1200 + _name(i=1), None)]
+    levels = []
+    try:
+        for _ in range(1200):  # deeper than Python's default recursion limit (1000)
+            folder = folder / "d"
+            folder.mkdir()
+            levels.append(folder)
+        (folder / _name(i=1)).write_bytes(_image(1))
+        found = ingest.find_files(str(data))
+        assert [(f.relative, f.issue) for f in found] == [("d/" * 1200 + _name(i=1), None)]
+    finally:
+        # Removed here, deepest first: shutil.rmtree (pytest's clean-up of old tmp folders) recurses
+        # once per level and would fail on this tree in a later session.
+        (folder / _name(i=1)).unlink(missing_ok=True)
+        for level in reversed(levels):
+            level.rmdir()
+
+
+def test_a_span_folder_linked_outside_the_data_folder_is_not_read(tmp_path):
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    (data / "span-1").mkdir(parents=True)
+    outside.mkdir()
+    (data / "span-1" / _name(i=1)).write_bytes(_image(1))
+    (outside / _name(i=2)).write_bytes(_image(2))
+    os.symlink(outside, data / "span-2")
+    for root, pattern in ((data / "span-2", "*"), (data, "span-2/*")):
+        found = ingest.find_files(str(root), pattern, data_dir=str(data))
+        assert [(f.issue.reason if f.issue else None) for f in found] == ["symlink_outside_data_dir"]
+    assert [f.issue for f in ingest.find_files(str(data / "span-1"), "*", data_dir=str(data))] == [None]

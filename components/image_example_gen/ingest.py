@@ -249,8 +249,17 @@ def find_files(root: str, pattern: str = "*", data_dir: str | None = None) -> li
         root = os.path.normpath(root)
         real_data_dir = os.path.realpath(data_dir)
         for match in _match_local(root, pattern):
-            relative = match[len(root) + 1 :] if match.startswith(root + os.sep) else match
-            _walk_local(match, relative.replace(os.sep, "/"), real_data_dir, out)
+            relative = (match[len(root) + 1 :] if match.startswith(root + os.sep) else match).replace(os.sep, "/")
+            # The folder holding the entry may itself be reached through a link (a span folder, or
+            # the root, linked elsewhere): what it holds is outside the data folder too.
+            parent = os.path.realpath(os.path.dirname(match))
+            if not _is_within(parent, real_data_dir):
+                _add(out, match, relative, QuarantineEntry(
+                    match, "symlink_outside_data_dir",
+                    f"{images.display_path(relative)!r} is in {images.display_path(parent)!r}, outside the data "
+                    f"folder {images.display_path(real_data_dir)!r}, through a symbolic link; not read"))
+                continue
+            _walk_local(match, relative, real_data_dir, out)
     return mark_duplicate_names(sorted(out, key=lambda f: f.path))
 
 
