@@ -169,7 +169,7 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
         baseline=serving_baseline.outputs["baseline_model"],
         label_names=json.dumps(list(labels.LABEL_NAMES)),
         fairness_min_count=config.fairness_min_count,
-        code_version=code_fingerprint("components.evaluation", "components.evaluation_gate"),
+        code_version=code_fingerprint("components.evaluation", "components.evaluation_gate", "components.baseline"),
     ).with_id(EVALUATION_GATE)
 
     pusher = atomic_pusher.AtomicPusher(

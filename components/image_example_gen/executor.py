@@ -338,10 +338,10 @@ class Executor(BaseExampleGenExecutor):
         if self._spans_read:
             examples.set_int_custom_property(FIRST_SPAN_PROPERTY, min(self._spans_read))
             examples.set_int_custom_property(LAST_SPAN_PROPERTY, max(self._spans_read))
-        # TFX's span (as its ExampleGen driver records it): the span read, or the last one of a range.
-        examples.set_int_custom_property(
-            utils.SPAN_PROPERTY_NAME, span if span is not None else max(self._spans_read, default=0)
-        )
+        # The span read, or the last one of a range: as the Examples type's property, and as the
+        # custom property TFX's own ExampleGen driver writes (readers use either).
+        examples.span = span if span is not None else max(self._spans_read, default=0)
+        examples.set_int_custom_property(utils.SPAN_PROPERTY_NAME, examples.span)
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
         """Returns the PTransform reading one input split (see the module docstring)."""
