@@ -80,7 +80,7 @@ def EvaluationGate(
 
     Args:
       evaluation_result: the Evaluator's output.
-      model: the candidate model (its id goes into the blessing, for the baseline resolver).
+      model: the candidate model (its id and URI go into the blessing).
       blessing: the output blessing.
       label_names: JSON list of the model's labels, in output order.
       baseline: ServingBaseline's output (the model serving now, or empty), for the gate record.

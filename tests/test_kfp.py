@@ -653,7 +653,8 @@ def test_spec_loads_with_kfp(compiled):
 
     spec, path = compiled["flat"]
     proto = kubeflow.load_pipeline_spec(path)  # strict: unknown fields are errors
-    assert json_format.MessageToDict(proto) == spec
+    # The same spec (the file spells out enableCache: false, which the proto's dict form leaves out).
+    assert proto == json_format.ParseDict(spec, type(proto)())
     assert proto.schema_version == "2.1.0" and proto.pipeline_info.name == "facepipe"
     assert proto.default_pipeline_root == "gs://facepipe-test/root"
     assert _extract_pipeline_yaml(path).pipeline_spec == proto  # exactly what kfp.Client would upload

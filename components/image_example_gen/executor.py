@@ -117,8 +117,15 @@ class _SumDigests(beam.CombineFn):
         return accumulator
 
 
-def _fingerprint_line(examples: tuple[int, int], quarantine_lines: list[str]) -> str:
-    quarantine = hashlib.sha256("\n".join(sorted(quarantine_lines)).encode()).hexdigest()
+def _fingerprint_line(examples: tuple[int, int], quarantine_lines: list[str], input_base: str) -> str:
+    # Quarantined files count by their path inside the data folder and their reason: a copy of the
+    # folder elsewhere is the same data (messages name full paths, so they are left out).
+    base = input_base.rstrip("/") + "/"
+    entries = sorted(
+        f"{entry['path'][len(base):] if entry['path'].startswith(base) else entry['path']}\t{entry['reason']}"
+        for entry in map(json.loads, quarantine_lines)
+    )
+    quarantine = hashlib.sha256("\n".join(entries).encode(errors="surrogateescape")).hexdigest()
     total, count = examples
     return hashlib.sha256(f"examples:{count}:{total:064x}\nquarantine:{quarantine}".encode()).hexdigest()
 
@@ -303,7 +310,11 @@ class Executor(BaseExampleGenExecutor):
                 tuple(digests)
                 | "FlattenDigests" >> beam.Flatten()
                 | "SumDigests" >> beam.CombineGlobally(_SumDigests())
-                | "Fingerprint" >> beam.Map(_fingerprint_line, quarantine_lines=beam.pvalue.AsSingleton(quarantine))
+                | "Fingerprint" >> beam.Map(
+                    _fingerprint_line,
+                    quarantine_lines=beam.pvalue.AsSingleton(quarantine),
+                    input_base=exec_properties[standard_component_specs.INPUT_BASE_KEY],
+                )
                 | "WriteFingerprint" >> beam.io.WriteToText(fingerprint_path, shard_name_template="", num_shards=1)
             )
 
@@ -321,8 +332,10 @@ class Executor(BaseExampleGenExecutor):
         if self._spans_read:
             examples.set_int_custom_property(FIRST_SPAN_PROPERTY, min(self._spans_read))
             examples.set_int_custom_property(LAST_SPAN_PROPERTY, max(self._spans_read))
-        # TFX's span property: the span read, or the last one of a range.
+        # The span read, or the last one of a range: as the Examples type's property, and as the
+        # custom property TFX's own ExampleGen driver writes (readers use either).
         examples.span = span if span is not None else max(self._spans_read, default=0)
+        examples.set_int_custom_property(utils.SPAN_PROPERTY_NAME, examples.span)
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
         """Returns the PTransform reading one input split (see the module docstring)."""
