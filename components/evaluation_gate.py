@@ -18,30 +18,51 @@ from typing import Any
 import tensorflow as tf
 from tfx import v1 as tfx
 
-from components import evaluation
+from components import eval_table, evaluation, uncertainty
 
 GATES_FILE = evaluation.GATES_FILE
 BLESSED_FILE, NOT_BLESSED_FILE = "BLESSED", "NOT_BLESSED"
 
 
-def judge(evaluation_uri: str, label_names: list[str], fairness_min_count: int) -> dict[str, Any]:
+def intervals_of(table: eval_table.EvalTable, fairness_groups: dict[str, tuple[str, ...]]) -> uncertainty.GateIntervals:
+    """DeLong intervals of every gated number from an evaluation's per-example rows."""
+    return uncertainty.gate_intervals(
+        table.label_names,
+        table.labels,
+        table.predictions[eval_table.CANDIDATE],
+        table.predictions.get(eval_table.BASELINE),
+        {f: table.groups[f] for f in fairness_groups if f in table.groups},
+    )
+
+
+def judge(evaluation_uri: str, label_names: list[str], fairness_min_count: int,
+          require_significance: bool = False) -> dict[str, Any]:
     """Judges every gate on one Evaluator output, against the thresholds that Evaluator used.
 
     Args:
       evaluation_uri: the ModelEvaluation artifact's URI (holds eval_config.json).
       label_names: the model's labels in output order.
       fairness_min_count: see evaluation.GateSettings.
+      require_significance: see evaluation.GateSettings.
 
     Returns:
-      A JSON-able record: blessed, gates (one dict per gate), settings, fairness_groups,
-      label_names, has_baseline, tfma_validation_ok.
+      A JSON-able record: blessed, gates (one dict per gate, with its interval and whether it
+      is within noise), settings, fairness_groups, label_names, has_baseline,
+      tfma_validation_ok, uncertainty (GateIntervals.to_dict), eval_examples.
+
+    Raises:
+      ValueError: the Evaluator wrote no per-example rows (its config lacks EvalRows).
     """
     from tensorflow_model_analysis.writers import eval_config_writer  # noqa: PLC0415
 
     eval_config = eval_config_writer.load_eval_run(evaluation_uri)[0]
-    settings, groups, exempt = evaluation.gates_from_eval_config(eval_config, label_names, fairness_min_count)
+    settings, groups, exempt = evaluation.gates_from_eval_config(
+        eval_config, label_names, fairness_min_count, require_significance
+    )
     results = evaluation.load_eval_results(evaluation_uri, label_names)
-    gate_results = evaluation.evaluate_gates(results, settings, groups, exempt)
+    table = eval_table.load_eval_table(evaluation_uri, label_names)
+    intervals = intervals_of(table, groups)
+    gate_results = evaluation.evaluate_gates(results, settings, groups, exempt, intervals)
     return {
         "blessed": evaluation.is_blessed(gate_results),
         "gates": [g.to_dict() for g in gate_results],
@@ -50,6 +71,8 @@ def judge(evaluation_uri: str, label_names: list[str], fairness_min_count: int) 
         "label_names": list(label_names),
         "has_baseline": results.has_baseline,
         "tfma_validation_ok": results.validation_ok,
+        "uncertainty": intervals.to_dict(),
+        "eval_examples": len(table),
     }
 
 
@@ -69,6 +92,7 @@ def EvaluationGate(
     blessing: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.ModelBlessing],
     label_names: tfx.dsl.components.Parameter[str],
     fairness_min_count: tfx.dsl.components.Parameter[int] = evaluation.GateSettings.fairness_min_count,
+    require_significance: tfx.dsl.components.Parameter[int] = 0,
     code_version: tfx.dsl.components.Parameter[str] = "",
 ) -> None:
     """Writes a ModelBlessing that is positive only when every gate passed.
@@ -79,6 +103,8 @@ def EvaluationGate(
       blessing: the output blessing.
       label_names: JSON list of the model's labels, in output order.
       fairness_min_count: positives and negatives a group needs for its fairness comparisons to be judged.
+      require_significance: 1: the regression and fairness gates fail only on significant differences
+        (evaluation.GateSettings.require_significance); an int, as TFX parameters have no bool.
       code_version: fingerprint of the gate's code, so that caching sees code changes.
 
     Raises:
@@ -89,7 +115,7 @@ def EvaluationGate(
     stored = model_label_names(model.uri)
     if stored is not None and stored != names:
         raise ValueError(f"the model's labels {stored} differ from the pipeline's {names}")
-    record = judge(evaluation_result.uri, names, fairness_min_count)
+    record = judge(evaluation_result.uri, names, fairness_min_count, bool(require_significance))
     record["model_uri"] = model.uri
     record["evaluation_uri"] = evaluation_result.uri
     tf.io.gfile.makedirs(blessing.uri)

@@ -130,6 +130,10 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
         early_stopping_patience=config.early_stopping_patience,
         fine_tune_layers=config.fine_tune_layers,
         fine_tune_epochs=config.fine_tune_epochs,
+        threshold_policy=config.threshold_policy,
+        label_threshold_policies=dict(config.label_threshold_policies),
+        threshold_min_positives=config.threshold_min_positives,
+        calibration=config.calibration,
         code_version=code_fingerprint("components.trainer", "pipeline.labels"),
     )
     trainer = tfx.components.Trainer(
@@ -173,7 +177,10 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
         model=trainer.outputs["model"],
         label_names=json.dumps(list(labels.LABEL_NAMES)),
         fairness_min_count=config.fairness_min_count,
-        code_version=code_fingerprint("components.evaluation", "components.evaluation_gate"),
+        require_significance=int(config.require_significance),
+        code_version=code_fingerprint(
+            "components.evaluation", "components.evaluation_gate", "components.eval_table", "components.uncertainty"
+        ),
     ).with_id(EVALUATION_GATE)
 
     pusher = atomic_pusher.AtomicPusher(

@@ -561,3 +561,57 @@ def skip_autograph_for_tf_keras() -> None:
     rules = autograph_config.CONVERSION_RULES
     if not any(isinstance(r, autograph_config.DoNotConvert) and r.matches("tf_keras") for r in rules):
         autograph_config.CONVERSION_RULES = (autograph_config.DoNotConvert("tf_keras"), *rules)
+
+
+def best_epoch_count(history: tf_keras.callbacks.History, patience: int) -> int:
+    """Epochs up to the weights early stopping restored (all epochs run when it did not stop or restore)."""
+    losses = history.history.get("val_loss")
+    if not losses or patience <= 0:
+        return len(history.history["loss"])
+    return int(np.argmin(losses)) + 1
+
+
+def out_of_fold_predictions(
+    embedded: Embedded,
+    build_head: Callable[[], tf_keras.Model],
+    params: TrainParams,
+    folds: int,
+    label_names: tuple[str, ...] = labels.LABEL_NAMES,
+    chunk: int = 4096,
+) -> np.ndarray:
+    """Predicts every embedded image with a head that did not see it (k-fold head fits).
+
+    Each fold's head is trained like the pipeline's head (same weighting, learning rate, seed
+    and number of epochs: ``params.epochs``, without early stopping or a hold-out) on the other
+    folds. Folds are a seeded permutation of the items, independent of the validation hash.
+
+    Args:
+      embedded: every training image's embedding and labels (the hold-out included).
+      build_head: returns a fresh, uncompiled head.
+      params: head-training settings; ``epochs`` should be the epochs the final head used.
+      folds: k (>= 2).
+      label_names: names for the logs.
+      chunk: prediction batch (a disk-backed store is never read whole).
+
+    Returns:
+      (N, L) float32 out-of-fold probabilities (uncalibrated: the weighted head's outputs).
+
+    Raises:
+      ValueError: fewer than 2 folds or fewer items than folds.
+    """
+    n = len(embedded)
+    if folds < 2 or n < folds:
+        raise ValueError(f"out-of-fold predictions need >= 2 folds and at least one item per fold ({folds}, {n})")
+    fold_of = np.random.default_rng([params.seed, 7]).permutation(n) % folds
+    predictions = np.zeros(embedded.labels.shape, dtype=np.float32)
+    for fold in range(folds):
+        held = fold_of == fold
+        head = build_head()
+        train_head(head, embedded.take(~held), None, dataclasses.replace(params, early_stopping_patience=0),
+                   label_names)
+        items = np.flatnonzero(held)
+        for start in range(0, len(items), chunk):
+            part = items[start : start + chunk]
+            predictions[part] = head(embedded.vectors(part), training=False).numpy()
+        logger.info("out-of-fold fold %d/%d: trained on %d, predicted %d", fold + 1, folds, (~held).sum(), held.sum())
+    return predictions
