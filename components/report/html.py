@@ -60,7 +60,8 @@ code{background:#f6f8fa;padding:0 3px;border-radius:3px}
 .ci{color:#57606a;font-size:.85em}
 .noise{background:#fff8c5;border-radius:4px;padding:0 4px}
 .thumbs{display:flex;flex-wrap:wrap;gap:8px;margin:4px 0 10px}
-figure.err{margin:0;width:128px;font-size:.72em;color:#424a53}
+.errs{display:grid;grid-template-columns:1fr 1fr;gap:4px 24px}
+figure.err{margin:0;width:104px;font-size:.68em;color:#424a53}
 figure.err img{width:64px;height:64px;object-fit:cover;display:block;border:1px solid #d0d7de}
 figure.err figcaption{word-break:break-all;margin-top:2px}
 td.kept{color:#9a6700}
@@ -463,9 +464,10 @@ def _baseline_section(report: dict[str, Any]) -> str:
             + _table(headers, rows))
 
 
-def _prf(metrics: dict[str, Any] | None) -> list[str]:
+def _prf(metrics: dict[str, Any] | None) -> str:
+    """precision / recall / F1 in one cell."""
     metrics = metrics or {}
-    return [_num(metrics.get("precision")), _num(metrics.get("recall")), _num(metrics.get("f1"))]
+    return " / ".join(_num(metrics.get(k)) for k in ("precision", "recall", "f1"))
 
 
 def _decision_section(report: dict[str, Any]) -> str:
@@ -501,23 +503,23 @@ def _decision_section(report: dict[str, Any]) -> str:
         rows.append([
             f"<b>{_e(name)}</b>", _e(choice.get("policy", "n/a")),
             f'<td class="{"" if tuned else "kept"}">{threshold}</td>',
-            f'<td class="l">{_e(reason)}</td>',
-            *_prf(ev.get("at_threshold")), *_prf(ev.get("at_default")),
-            *_prf(choice.get("at_threshold")), *_prf(choice.get("at_default")),
+            f'<td class="l" style="max-width:260px">{_e(reason)}</td>',
+            f"<b>{_prf(ev.get('at_threshold'))}</b>", _prf(ev.get("at_default")),
+            _prf(choice.get("at_threshold")), _prf(choice.get("at_default")),
             _e(cal.get("method", "n/a")),
             f"{_num(ece_oof.get('before'))} &rarr; {_num(ece_oof.get('after'))}",
             f"{_num(ece_eval.get('before'))} &rarr; {_num(ece_eval.get('after'))}",
         ])
-    headers = ["label", "policy", "threshold", "how it was chosen",
-               "eval P @t", "eval R @t", "eval F1 @t", "eval P @0.5", "eval R @0.5", "eval F1 @0.5",
-               "out-of-fold P @t", "R @t", "F1 @t", "out-of-fold P @0.5", "R @0.5", "F1 @0.5",
-               "calibration", "calibration error out of fold (before &rarr; after)",
-               "calibration error eval (before &rarr; after)"]
+    headers = ["label", "policy", "threshold", "how it was chosen", "eval P / R / F1 at threshold",
+               "eval P / R / F1 at 0.5", "out of fold at threshold", "out of fold at 0.5", "calibration",
+               "calibration error out of fold", "calibration error eval"]
     out.append(_table(headers, rows, left=1))
-    out.append('<p class="note">P, R, F1: precision, recall and F1 when a score at or above the threshold counts as '
-               "the label. Calibration error: the example-weighted mean gap between predicted probability and "
-               "observed frequency over 10 probability bins; before = the weighted head's raw probabilities "
-               "(positive-class weighting inflates rare labels), after = the exported model's.</p>")
+    out.append('<p class="note">P / R / F1: precision, recall and F1 when a score at or above the threshold counts '
+               "as the label. Calibration error (before &rarr; after): the example-weighted mean gap between "
+               "predicted probability and observed frequency over 10 probability bins; before = the weighted "
+               "head's raw probabilities (positive-class weighting inflates rare labels), after = the exported "
+               "model's. Out of fold, the calibration was fitted on the same predictions; on the eval split it "
+               "was not.</p>")
     return "".join(out)
 
 
@@ -545,14 +547,16 @@ def _errors_section(report: dict[str, Any]) -> str:
         out.append(f"<h3>{_e(name)} <span class='note'>(threshold {entry['threshold']:.3f}: "
                    f"{counts['false_positives']} false positives of {counts['negatives']} negatives, "
                    f"{counts['false_negatives']} false negatives of {counts['positives']} positives)</span></h3>")
+        columns = []
         for kind, title in (("false_positives", "Most confident false positives"),
                             ("false_negatives", "Most confident false negatives")):
             examples = entry[kind]
             if examples:
-                out.append(f"<p class='note'>{title}:</p><div class='thumbs'>"
-                           + "".join(_figure(e) for e in examples) + "</div>")
+                columns.append(f"<div><p class='note'>{title}:</p><div class='thumbs'>"
+                               + "".join(_figure(e) for e in examples) + "</div></div>")
             else:
-                out.append(f"<p class='note'>{title}: none.</p>")
+                columns.append(f"<div><p class='note'>{title}: none.</p></div>")
+        out.append(f"<div class='errs'>{''.join(columns)}</div>")
     return "".join(out)
 
 
@@ -653,8 +657,8 @@ def render_html(report: dict[str, Any]) -> str:
         svgs = curve_svgs(report)
         sections += [
             "<h2 id='metrics'>Metrics</h2>", _overall_section(report),
-            "<h2 id='slices'>Labels x slices</h2>", _slice_tables(report),
             "<h2 id='thresholds'>Decision thresholds and calibration</h2>", _decision_section(report),
+            "<h2 id='slices'>Labels x slices</h2>", _slice_tables(report),
             "<h2 id='fairness'>Fairness: AUC gaps between groups</h2>", _fairness_section(report),
             "<h2 id='curves'>ROC, precision-recall and calibration</h2>",
             *(f"<div>{svgs[k]}</div>" for k in ("roc", "pr", "calibration") if k in svgs),

@@ -145,12 +145,12 @@ def collect_entries(store: metadata_store.MetadataStore, pipeline_root: str, pip
     return sorted(entries.values(), key=lambda e: (e["started"] or "", e["run_id"]))
 
 
-def trend_svg(entries: list[dict[str, Any]], label_names: list[str], width: int = 960, height: int = 340) -> str:
+def trend_svg(entries: list[dict[str, Any]], label_names: list[str], width: int = 1000, height: int = 340) -> str:
     """Inline SVG: macro AUC (thick, with its 95% interval) and each label's AUC (thin) over the runs.
 
     Runs without an AUC (failed before evaluation) keep their place on the x axis, as gaps.
     """
-    left, right, top, bottom = 48, 170, 16, 40
+    left, right, top, bottom = 48, 220, 16, 40
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [e["macro_auc"] for e in entries if e["macro_auc"] is not None]
     values += [v for e in entries for v in (e.get("label_auc") or {}).values() if v is not None]

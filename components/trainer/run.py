@@ -98,7 +98,7 @@ class TrainResult:
     fine_tune_epochs: int
     embeddings_spilled: bool
     seconds: dict[str, float]
-    decision: dict[str, Any] = dataclasses.field(default_factory=dict)
+    decision: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)  # long: in labels.json
 
 
 def train_and_export(
