@@ -87,15 +87,28 @@ def fit_platt(logits: np.ndarray, labels: np.ndarray, iterations: int = 100) -> 
     y = np.asarray(labels) > 0.5
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     target = np.where(y, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
-    a, b = 1.0, math.log((n_pos + 1.0) / (n_neg + 1.0)) - float(np.mean(x))
+
+    def loss(a: float, b: float) -> float:
+        z = a * x + b
+        # Cross-entropy with soft targets, log(1 + exp(z)) computed without overflow.
+        return float(np.sum(np.logaddexp(0.0, z) - target * z))
+
+    a, b = 0.0, math.log((n_pos + 1.0) / (n_neg + 1.0))  # start: the base rate (a convex problem from there)
+    current = loss(a, b)
     for _ in range(iterations):
         p = sigmoid(a * x + b)
         w = p * (1.0 - p) + 1e-12
         grad = np.array([np.sum((p - target) * x), np.sum(p - target)])
         hess = np.array([[np.sum(w * x * x), np.sum(w * x)], [np.sum(w * x), np.sum(w)]]) + 1e-9 * np.eye(2)
         step = np.linalg.solve(hess, grad)
-        a, b = a - step[0], b - step[1]
-        if np.max(np.abs(step)) < 1e-10:
+        scale = 1.0
+        while scale > 1e-8:  # backtracking: a full Newton step can overshoot far from the optimum
+            candidate = loss(a - scale * step[0], b - scale * step[1])
+            if candidate <= current:
+                break
+            scale /= 2
+        a, b, current = a - scale * step[0], b - scale * step[1], min(current, candidate)
+        if np.max(np.abs(scale * step)) < 1e-10:
             break
     return float(a), float(b)
 

@@ -29,7 +29,9 @@ def build_feature_extractor(backbone: tf_keras.Model) -> tf_keras.Model:
     return tf_keras.Model(images, pooled, name="feature_extractor")
 
 
-def build_head(embedding_dim: int, num_labels: int, hidden_units: int = 256, dropout: float = 0.3) -> tf_keras.Model:
+def build_head(
+    embedding_dim: int, num_labels: int, hidden_units: int = 256, dropout: float = 0.3, name: str = "head"
+) -> tf_keras.Model:
     """The trainable head: Dense(relu) -> Dropout -> Dense(sigmoid), one output per label.
 
     Args:
@@ -37,6 +39,7 @@ def build_head(embedding_dim: int, num_labels: int, hidden_units: int = 256, dro
       num_labels: number of binary labels.
       hidden_units: units of the hidden layer.
       dropout: dropout rate.
+      name: the model's name (unique when several heads sit in one model: the out-of-fold fits).
 
     Returns:
       A model embeddings (B, embedding_dim) -> probabilities (B, num_labels).
@@ -45,7 +48,7 @@ def build_head(embedding_dim: int, num_labels: int, hidden_units: int = 256, dro
     x = tf_keras.layers.Dense(hidden_units, activation="relu", name="hidden")(embeddings)
     x = tf_keras.layers.Dropout(dropout, name="dropout")(x)
     probabilities = tf_keras.layers.Dense(num_labels, activation="sigmoid", name="probabilities")(x)
-    return tf_keras.Model(embeddings, probabilities, name="head")
+    return tf_keras.Model(embeddings, probabilities, name=name)
 
 
 def build_model(feature_extractor: tf_keras.Model, head: tf_keras.Model) -> tf_keras.Model:

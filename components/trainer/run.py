@@ -273,7 +273,7 @@ def _thresholds_and_calibration(
     else:
         oof = train.out_of_fold_predictions(
             embedded,
-            lambda: model.build_head(embedding_dim, len(names), config.hidden_units, config.dropout),
+            lambda name: model.build_head(embedding_dim, len(names), config.hidden_units, config.dropout, name),
             dataclasses.replace(params, epochs=epochs),
             config.oof_folds,
         )

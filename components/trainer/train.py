@@ -573,7 +573,7 @@ def best_epoch_count(history: tf_keras.callbacks.History, patience: int) -> int:
 
 def out_of_fold_predictions(
     embedded: Embedded,
-    build_head: Callable[[], tf_keras.Model],
+    build_head: Callable[[str], tf_keras.Model],
     params: TrainParams,
     folds: int,
     chunk: int = 4096,
@@ -588,7 +588,7 @@ def out_of_fold_predictions(
 
     Args:
       embedded: every training image's embedding and labels (the hold-out included).
-      build_head: returns a fresh head (embeddings -> probabilities).
+      build_head: name -> a fresh head (embeddings -> probabilities) of that name.
       params: head-training settings; ``epochs`` should be the epochs the final head used.
       folds: k (>= 2).
       chunk: prediction batch (a disk-backed store is never read whole).
@@ -604,7 +604,7 @@ def out_of_fold_predictions(
         raise ValueError(f"out-of-fold predictions need >= 2 folds and at least one item per fold ({folds}, {n})")
     tf_keras.utils.set_random_seed(params.seed)
     fold_of = np.random.default_rng([params.seed, 7]).permutation(n) % folds
-    heads = [build_head() for _ in range(folds)]
+    heads = [build_head(f"head_fold{fold}") for fold in range(folds)]
     inputs = tf_keras.Input(shape=(embedded.embeddings.shape[1],), name="embeddings")
     stacked = tf_keras.Model(inputs, StackHeads(name="heads")([head(inputs) for head in heads]))
     pos_weights = (positive_weights(embedded.labels, params.max_positive_weight) if params.class_weighting
