@@ -155,7 +155,7 @@ def test_run_writes_report_json_html_and_model_card(first_report):
     config, first, report = first_report
     folder = os.path.dirname(first["report"])
     assert folder == os.path.join(config.pipeline_root, "reports", first["run_id"])
-    assert sorted(os.listdir(folder)) == ["model_card.md", "report.html", "report.json"]
+    assert sorted(os.listdir(folder)) == ["index_entry.json", "model_card.md", "report.html", "report.json"]
     assert first["report_error"] is None
 
 
@@ -210,14 +210,15 @@ def test_report_command_regenerates_any_past_run(e2e_runs, capsys):
     from components.report.__main__ import main
 
     config, _, first, second, _ = e2e_runs
+    third = json.load(open(os.path.join(config.pipeline_root, "last_run_summary.json")))  # the refused run
     html_path = first["report"]
     os.remove(html_path)
     assert main(["--pipeline-root", config.pipeline_root, "--run-id", first["run_id"]]) == 0
     assert os.path.exists(html_path) and "facepipe evaluation report" in open(html_path).read()
     assert main(["--pipeline-root", config.pipeline_root]) == 0  # default: the latest run
-    assert second["run_id"] in capsys.readouterr().out
+    assert third["run_id"] in capsys.readouterr().out
     assert main(["--pipeline-root", config.pipeline_root, "--list"]) == 0
-    assert capsys.readouterr().out.split() == [first["run_id"], second["run_id"]]
+    assert capsys.readouterr().out.split() == [first["run_id"], second["run_id"], third["run_id"]]
     assert main(["--pipeline-root", config.pipeline_root, "--run-id", "no-such-run"]) == 2
     assert "no pipeline run 'no-such-run'" in capsys.readouterr().err
 

@@ -148,7 +148,7 @@ def collect_entries(store: metadata_store.MetadataStore, pipeline_root: str, pip
 def trend_svg(entries: list[dict[str, Any]], label_names: list[str], width: int = 1000, height: int = 340) -> str:
     """Inline SVG: macro AUC (thick, with its 95% interval) and each label's AUC (thin) over the runs.
 
-    Runs without an AUC (failed before evaluation) keep their place on the x axis, as gaps.
+    Runs without an AUC (failed before evaluation) keep their place on the x axis, without a point.
     """
     left, right, top, bottom = 48, 220, 16, 40
     plot_w, plot_h = width - left - right, height - top - bottom
@@ -181,16 +181,12 @@ def trend_svg(entries: list[dict[str, Any]], label_names: list[str], width: int 
                  "run (oldest first; numbers as in the table)</text>")
 
     def polyline(points: list[tuple[float, float] | None], color: str, stroke: float) -> list[str]:
-        out, run = [], []
-        for p in [*points, None]:
-            if p is None:
-                if len(run) > 1:
-                    coords = " ".join(f"{a:.1f},{b:.1f}" for a, b in run)
-                    out.append(f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="{stroke}"/>')
-                run = []
-            else:
-                run.append(p)
-        return out
+        # Runs without an AUC keep their tick but no point; the line joins the evaluated runs around them.
+        kept = [p for p in points if p is not None]
+        if len(kept) < 2:
+            return []
+        coords = " ".join(f"{a:.1f},{b:.1f}" for a, b in kept)
+        return [f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="{stroke}"/>']
 
     for k, name in enumerate(label_names):
         color = _COLORS[k % len(_COLORS)]
