@@ -6,8 +6,9 @@ bundled eval split's, and counts how often each method's interval covers the tru
 wide it is. A paired scenario (two correlated models on the same examples) checks the interval of
 the candidate-minus-baseline difference. Then times each method at the sizes the pipeline meets.
 
-    .venv/bin/python bench/bench_intervals.py                 # ~2 minutes on 2 cores
+    .venv/bin/python bench/bench_intervals.py                 # ~25 minutes on the shared 2 cores
     .venv/bin/python bench/bench_intervals.py --reps 100      # a quick look
+    .venv/bin/python bench/bench_intervals.py --part seeds    # one data set, 200 resampling seeds
 """
 
 from __future__ import annotations
@@ -102,6 +103,30 @@ def paired_coverage(m: int, n: int, reps: int, seed: int, rho: float = 0.8) -> t
     return hits / reps, width / reps, unpaired_width / reps
 
 
+def seed_variability(seeds: int = 200) -> dict[str, tuple[float, float, float]]:
+    """Width of each method's interval on ONE fixed data set (20/20, AUC 0.9) over resampling seeds.
+
+    DeLong has no seed; a bootstrap's width moves with its seed, TFMA's 20 samples far more.
+    Returns method -> (min, median, max) width.
+    """
+    rng = np.random.default_rng(11)
+    d = math.sqrt(2) * norm.ppf(0.9)
+    y = np.r_[np.ones(20, bool), np.zeros(20, bool)]
+    s = np.r_[rng.normal(d, 1, 20), rng.normal(0, 1, 20)]
+    delong = uncertainty.interval(*uncertainty.auc_influence(y, s), bounded=True)
+    boot, tfma = [], []
+    for seed in range(seeds):
+        r = np.random.default_rng(1000 + seed)
+        lo, hi = np.quantile(_bootstrap(y, s, r, 1000), [0.025, 0.975])
+        boot.append(hi - lo)
+        lo, hi = _tfma_like(y, s, r)
+        tfma.append(hi - lo)
+    width = delong.upper - delong.lower
+    return {"delong-logit": (width, width, width),
+            "bootstrap x1000": (min(boot), float(np.median(boot)), max(boot)),
+            "tfma-20": (min(tfma), float(np.median(tfma)), max(tfma))}
+
+
 def timings() -> list[tuple[str, float]]:
     """Seconds per interval computation at the sizes the pipeline meets (10 labels)."""
     rng = np.random.default_rng(0)
@@ -126,7 +151,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=400, help="simulated data sets per configuration")
     parser.add_argument("--bootstrap", type=int, default=500, help="bootstrap samples per interval")
+    parser.add_argument("--part", choices=("all", "coverage", "seeds", "timing"), default="all")
     args = parser.parse_args()
+    if args.part in ("all", "seeds"):
+        print("interval width on one data set (20/20, AUC 0.9) over 200 resampling seeds: min / median / max")
+        for method, (low, mid, high) in seed_variability().items():
+            print(f"  {method:<16} {low:.3f} / {mid:.3f} / {high:.3f}")
+    if args.part == "seeds":
+        return
+    if args.part == "timing":
+        for what, seconds in timings():
+            print(f"  {what:<45} {seconds:8.3f} s")
+        return
     print(f"coverage of nominal 95% intervals (mean width), {args.reps} simulated data sets each")
     print(f"{'pos/neg':>9} {'AUC':>5} " + " ".join(f"{k:>22}" for k in ("delong-wald", "delong-logit",
                                                                           "bootstrap", "tfma-20")))

@@ -615,7 +615,7 @@ def _gate_of_failure(failure: Mapping[str, Any], results: EvalResults) -> str:
 
 
 def _ci(iv: uncertainty.Interval | None) -> str:
-    return "" if iv is None else f" [95% CI {iv.lower:.3f}-{iv.upper:.3f}]"
+    return "" if iv is None else f" [95% CI {iv.lower:.3f} to {iv.upper:.3f}]"
 
 
 def _noise(ivs_and_thresholds: Sequence[tuple[uncertainty.Interval | None, float]], passed: bool | None) -> bool | None:

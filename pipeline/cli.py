@@ -146,9 +146,9 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, setup_file_default: str 
     parser.add_argument(
         "--calibration",
         default=defaults.calibration,
-        choices=("platt", "prior", "none"),
-        help="calibration of the exported probabilities (default platt: fitted out of fold; prior: undo the "
-        "positive-class weighting only)",
+        choices=("prior", "platt", "none"),
+        help="calibration of the exported probabilities (default prior: undo the positive-class weighting, "
+        "p / (p + w (1 - p)); platt: a logistic fit on out-of-fold predictions; none)",
     )
     parser.add_argument(
         "--no-report-images",

@@ -75,7 +75,8 @@ class PipelineConfig:
       threshold_policy: decision-threshold policy of every label: f1, precision=P, recall=R or fixed=T.
       label_threshold_policies: (label name, policy) pairs overriding threshold_policy.
       threshold_min_positives: labels with fewer out-of-fold positives (or negatives) keep 0.5.
-      calibration: how the exported probabilities are calibrated: platt, prior or none.
+      calibration: how the exported probabilities are calibrated: prior (undo the positive weighting),
+        platt (fitted out of fold) or none.
       report_images: put thumbnails of the eval images the model got most wrong into local reports.
       enable_cache: reuse outputs of components whose inputs did not change.
       beam_pipeline_args: arguments for every Beam-based component.
@@ -115,7 +116,7 @@ class PipelineConfig:
     threshold_policy: str = decision.DEFAULT_POLICY
     label_threshold_policies: tuple[tuple[str, str], ...] = ()
     threshold_min_positives: int = decision.DEFAULT_MIN_POSITIVES
-    calibration: str = "platt"
+    calibration: str = "prior"
     report_images: bool = True
     enable_cache: bool = True
     beam_pipeline_args: tuple[str, ...] = DEFAULT_BEAM_ARGS

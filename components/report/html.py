@@ -503,7 +503,7 @@ def _decision_section(report: dict[str, Any]) -> str:
         rows.append([
             f"<b>{_e(name)}</b>", _e(choice.get("policy", "n/a")),
             f'<td class="{"" if tuned else "kept"}">{threshold}</td>',
-            f'<td class="l" style="max-width:260px">{_e(reason)}</td>',
+            f'<td class="l" style="max-width:200px">{_e(reason)}</td>',
             f"<b>{_prf(ev.get('at_threshold'))}</b>", _prf(ev.get("at_default")),
             _prf(choice.get("at_threshold")), _prf(choice.get("at_default")),
             _e(cal.get("method", "n/a")),
@@ -511,8 +511,8 @@ def _decision_section(report: dict[str, Any]) -> str:
             f"{_num(ece_eval.get('before'))} &rarr; {_num(ece_eval.get('after'))}",
         ])
     headers = ["label", "policy", "threshold", "how it was chosen", "eval P / R / F1 at threshold",
-               "eval P / R / F1 at 0.5", "out of fold at threshold", "out of fold at 0.5", "calibration",
-               "calibration error out of fold", "calibration error eval"]
+               "eval at 0.5", "out of fold at threshold", "out of fold at 0.5", "calibration",
+               "calibration error, out of fold", "calibration error, eval"]
     out.append(_table(headers, rows, left=1))
     out.append('<p class="note">P / R / F1: precision, recall and F1 when a score at or above the threshold counts '
                "as the label. Calibration error (before &rarr; after): the example-weighted mean gap between "

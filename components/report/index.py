@@ -210,6 +210,9 @@ def trend_svg(entries: list[dict[str, Any]], label_names: list[str], width: int 
         if iv:
             parts.append(f'<line x1="{p[0]:.1f}" x2="{p[0]:.1f}" y1="{y(iv["lower"]):.1f}" y2="{y(iv["upper"]):.1f}" '
                          'stroke="#1f2328" stroke-width="1.5"/>')
+            for bound in (iv["lower"], iv["upper"]):  # caps, so a narrow interval still shows
+                parts.append(f'<line x1="{p[0] - 7:.1f}" x2="{p[0] + 7:.1f}" y1="{y(bound):.1f}" y2="{y(bound):.1f}" '
+                             'stroke="#1f2328" stroke-width="1.5"/>')
         parts.append(f'<circle cx="{p[0]:.1f}" cy="{p[1]:.1f}" r="4" fill="#1f2328"><title>macro AUC, run {i + 1}: '
                      f'{entry["macro_auc"]:.3f}</title></circle>')
     parts.append(f'<line x1="{left + plot_w + 12}" x2="{left + plot_w + 30}" y1="{top + 10}" y2="{top + 10}" '

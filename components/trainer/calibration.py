@@ -6,12 +6,18 @@ true q / (1 - q), and rare labels (w up to 20) come out far too high (race_other
 at 0.5 before this). Two corrections, both monotone (AUC is unchanged) and both an affine map of
 the logit, so the exported model applies them as ``sigmoid(slope * logit + intercept)``:
 
-- ``prior``: undo the weighting exactly as the loss implies: q = p / (p + w (1 - p)), i.e.
-  slope 1, intercept -log w. No fitting; it ignores the head's own over- or under-confidence.
-- ``platt`` (default): logistic regression of the label on the logit (Platt 1999, with his
-  smoothed targets), fitted on out-of-fold predictions of the training embeddings. It absorbs
-  the prior shift and also fixes the slope. A label with fewer positives than the minimum count,
-  or whose fit is not increasing, gets ``prior`` instead, and the record says why.
+- ``prior`` (default): undo the weighting exactly as the loss implies: q = p / (p + w (1 - p)),
+  i.e. slope 1, intercept -log w. No fitting; it ignores the head's own over- or under-confidence.
+- ``platt``: logistic regression of the label on the logit (Platt 1999, with his smoothed
+  targets), fitted on out-of-fold predictions of the training embeddings. It absorbs the prior
+  shift and also fixes the slope. A label with fewer positives than the minimum count, or whose
+  fit is not increasing, gets ``prior`` instead, and the record says why.
+
+Why ``prior`` is the default (docs/design.md has the table): on the bundled data's eval split both
+cut the mean calibration error from 0.173 to 0.056, each winning on about half the labels; the
+prior correction has no parameter to estimate (rare labels need no minimum count) and keeps the
+logit's scale, where a small fitted slope squeezes the scores into a narrow band that TFMA's
+1,000-threshold AUC resolves poorly.
 
 ``expected_calibration_error`` (10 equal-width bins) measures both sides for the report.
 """

@@ -39,7 +39,7 @@ class TrainerConfig:
       label_threshold_policies: label name -> policy, overriding threshold_policy.
       threshold_min_positives: a label with fewer out-of-fold positives (or negatives) keeps 0.5
         and is not Platt-scaled.
-      calibration: platt, prior or none (components.trainer.calibration).
+      calibration: prior (default), platt or none (components.trainer.calibration).
       oof_folds: k of the k-fold head fits that give out-of-fold predictions.
       code_version: fingerprint of the trainer code (for the cache key only).
     """
@@ -62,7 +62,7 @@ class TrainerConfig:
     threshold_policy: str = decision.DEFAULT_POLICY
     label_threshold_policies: dict[str, str] = dataclasses.field(default_factory=dict)
     threshold_min_positives: int = decision.DEFAULT_MIN_POSITIVES
-    calibration: str = "platt"
+    calibration: str = "prior"
     oof_folds: int = 5
     code_version: str = ""
 
