@@ -8,7 +8,7 @@ the candidate-minus-baseline difference. Then times each method at the sizes the
 
     .venv/bin/python bench/bench_intervals.py                 # ~25 minutes on the shared 2 cores
     .venv/bin/python bench/bench_intervals.py --reps 100      # a quick look
-    .venv/bin/python bench/bench_intervals.py --part seeds    # one data set, 200 resampling seeds
+    .venv/bin/python bench/bench_intervals.py --part seeds    # three data sets, 100 resampling seeds each
 """
 
 from __future__ import annotations
@@ -103,17 +103,21 @@ def paired_coverage(m: int, n: int, reps: int, seed: int, rho: float = 0.8) -> t
     return hits / reps, width / reps, unpaired_width / reps
 
 
-def seed_variability(seeds: int = 200) -> dict[str, tuple[float, float, float]]:
-    """Width of each method's interval on ONE fixed data set (20/20, AUC 0.9) over resampling seeds.
+def seed_variability(data_seed: int, seeds: int = 100) -> tuple[float, dict[str, tuple[float, float, float]]]:
+    """Width of each method's interval on ONE fixed data set (20/20, true AUC 0.9) over resampling seeds.
 
-    DeLong has no seed; a bootstrap's width moves with its seed, TFMA's 20 samples far more.
-    Returns method -> (min, median, max) width.
+    DeLong has no seed; a bootstrap's width moves a little with its seed, TFMA's 20 samples far more.
+    Returns (the sample's AUC, method -> (min, median, max) width).
     """
-    rng = np.random.default_rng(11)
+    rng = np.random.default_rng(data_seed)
     d = math.sqrt(2) * norm.ppf(0.9)
     y = np.r_[np.ones(20, bool), np.zeros(20, bool)]
     s = np.r_[rng.normal(d, 1, 20), rng.normal(0, 1, 20)]
-    delong = uncertainty.interval(*uncertainty.auc_influence(y, s), bounded=True)
+    auc, influence = uncertainty.auc_influence(y, s)
+    out = {}
+    for name, bounded in (("delong-wald", False), ("delong-logit", True)):
+        iv = uncertainty.interval(auc, influence, bounded=bounded)
+        out[name] = (iv.upper - iv.lower,) * 3
     boot, tfma = [], []
     for seed in range(seeds):
         r = np.random.default_rng(1000 + seed)
@@ -121,10 +125,9 @@ def seed_variability(seeds: int = 200) -> dict[str, tuple[float, float, float]]:
         boot.append(hi - lo)
         lo, hi = _tfma_like(y, s, r)
         tfma.append(hi - lo)
-    width = delong.upper - delong.lower
-    return {"delong-logit": (width, width, width),
-            "bootstrap x1000": (min(boot), float(np.median(boot)), max(boot)),
-            "tfma-20": (min(tfma), float(np.median(tfma)), max(tfma))}
+    out["bootstrap x1000"] = (min(boot), float(np.median(boot)), max(boot))
+    out["tfma-20"] = (min(tfma), float(np.median(tfma)), max(tfma))
+    return auc, out
 
 
 def timings() -> list[tuple[str, float]]:
@@ -154,9 +157,12 @@ def main() -> None:
     parser.add_argument("--part", choices=("all", "coverage", "seeds", "timing"), default="all")
     args = parser.parse_args()
     if args.part in ("all", "seeds"):
-        print("interval width on one data set (20/20, AUC 0.9) over 200 resampling seeds: min / median / max")
-        for method, (low, mid, high) in seed_variability().items():
-            print(f"  {method:<16} {low:.3f} / {mid:.3f} / {high:.3f}")
+        print("interval width on one data set (20/20, true AUC 0.9) over 100 resampling seeds: min / median / max")
+        for data_seed in (11, 12, 13):
+            auc, widths = seed_variability(data_seed)
+            print(f" data set {data_seed}, sample AUC {auc:.3f}")
+            for method, (low, mid, high) in widths.items():
+                print(f"  {method:<16} {low:.3f} / {mid:.3f} / {high:.3f}")
     if args.part == "seeds":
         return
     if args.part == "timing":

@@ -79,7 +79,7 @@ def test_threshold_flags_reach_the_trainer_and_bad_ones_are_refused(tmp_path):
     parser = argparse.ArgumentParser()
     cli.add_pipeline_flags(parser)
     args = parser.parse_args("--threshold-policy recall=0.9 --label-threshold-policy race_other=precision=0.8 "
-                             "--threshold-min-positives 15 --calibration prior --require-significance".split())
+                             "--threshold-min-positives 15 --calibration platt --require-significance".split())
     config = cli.config_from_args(args, str(tmp_path), str(tmp_path / "root"), str(tmp_path / "serving"), None)
     assert config.require_significance and config.gate_settings().require_significance
     components = {c.id: c for c in pipeline_def.create_pipeline(config).components}
@@ -88,7 +88,7 @@ def test_threshold_flags_reach_the_trainer_and_bad_ones_are_refused(tmp_path):
     assert {k: custom[k] for k in ("threshold_policy", "label_threshold_policies", "threshold_min_positives",
                                    "calibration")} == {"threshold_policy": "recall=0.9",
                                                        "label_threshold_policies": {"race_other": "precision=0.8"},
-                                                       "threshold_min_positives": 15, "calibration": "prior"}
+                                                       "threshold_min_positives": 15, "calibration": "platt"}
     assert components[pipeline_def.EVALUATION_GATE].exec_properties["require_significance"] == 1
     for bad, message in (("--threshold-policy f2", "threshold policy"),
                          ("--label-threshold-policy nose=f1", "unknown label")):
