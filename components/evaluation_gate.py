@@ -7,6 +7,10 @@ listed, not failed) and works around TFMA 0.47 reporting every thresholded cross
 missing. It writes a ModelBlessing like the Evaluator's (``blessed``, ``current_model``,
 ``current_model_id`` custom properties, a BLESSED or NOT_BLESSED file) plus ``gates.json``.
 Pusher and the baseline resolver read this blessing, not the Evaluator's.
+
+From the Evaluator's per-example rows it computes 95% DeLong intervals of every gated number; each
+gate records its interval and whether its verdict is within noise, and the record keeps all the
+intervals under ``uncertainty`` (for the report, the model card and the index of runs).
 """
 
 # No "from __future__ import annotations": the TFX component decorator reads real annotations.
