@@ -510,9 +510,9 @@ def _decision_section(report: dict[str, Any]) -> str:
             f"{_num(ece_oof.get('before'))} &rarr; {_num(ece_oof.get('after'))}",
             f"{_num(ece_eval.get('before'))} &rarr; {_num(ece_eval.get('after'))}",
         ])
-    headers = ["label", "policy", "threshold", "how it was chosen", "eval P / R / F1 at threshold",
-               "eval at 0.5", "out of fold at threshold", "out of fold at 0.5", "calibration",
-               "calibration error, out of fold", "calibration error, eval"]
+    headers = ["label", "policy", "threshold", "how it was chosen", "eval P / R / F1<br>at threshold",
+               "eval<br>at 0.5", "out of fold<br>at threshold", "out of fold<br>at 0.5", "calibration",
+               "calibration error<br>out of fold", "calibration error<br>eval"]
     out.append(_table(headers, rows, left=1))
     out.append('<p class="note">P / R / F1: precision, recall and F1 when a score at or above the threshold counts '
                "as the label. Calibration error (before &rarr; after): the example-weighted mean gap between "
