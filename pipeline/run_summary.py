@@ -162,7 +162,8 @@ def summarize(store: metadata_store.MetadataStore, run_id: str) -> dict[str, Any
       quarantined, quarantined_by_reason, blessed, blessing_reasons, baseline_model, pushed_model,
       macro_auc, per_label_auc; files_found (ingested + quarantined), spans (first/last span read) and
       drift (the LabelDriftCheck report: status ok/drift/skipped, distances, message); gates (one dict
-      per EvaluationGate gate: name, title, passed, value, threshold, summary), whose verdict ``blessed`` is.
+      per EvaluationGate gate: name, title, passed, value, threshold, summary, interval (95%, of the
+      value), within_noise), whose verdict ``blessed`` is.
     """
     runs = component_runs(store, run_id)
     summary: dict[str, Any] = {
@@ -212,7 +213,9 @@ def summarize(store: metadata_store.MetadataStore, run_id: str) -> dict[str, Any
         record = evaluation.read_gates(gate.outputs["blessing"][0].uri)
         if record is not None:
             keys = ("name", "title", "passed", "value", "threshold", "summary")
-            summary["gates"] = [{k: g[k] for k in keys} for g in record["gates"]]
+            # interval / within_noise: absent from records written before the intervals existed.
+            summary["gates"] = [{**{k: g[k] for k in keys}, "interval": g.get("interval"),
+                                 "within_noise": g.get("within_noise")} for g in record["gates"]]
             summary["blessed"] = bool(record["blessed"])
             failed = [g for g in record["gates"] if g["passed"] is False]
             summary["blessing_reasons"] = [f"{g['name']}: {g['summary']}" for g in failed]
