@@ -285,3 +285,11 @@ def test_real_report_has_evidence_and_stays_small(runs):
               for e in entry["false_positives"] + entry["false_negatives"]]
     assert thumbs and all(e["thumbnail"] and e["thumbnail"].startswith("data:image/jpeg;base64,") for e in thumbs)
     assert os.path.getsize(first["report"]) < 3_000_000
+
+
+def test_model_card_shows_no_auc_for_a_slice_without_positives():
+    report = evidence_report()
+    report["evaluation"]["metrics"]["candidate"]["race=y"]["dog"].update(mean_label=0.0, auc=0.0)
+    card = model_card.render_model_card(report)
+    row = next(line for line in card.splitlines() if line.startswith("| race=y |"))
+    assert row.split("|")[3:5] == [" 0.910 ", " n/a "]  # cat's AUC, then dog's: undefined, not TFMA's 0

@@ -22,7 +22,14 @@ def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
 
 
 def _value(report: dict[str, Any], metric: str, label: str, slice_: str = "overall") -> float | None:
-    return report["evaluation"]["metrics"].get(evaluation.CANDIDATE, {}).get(slice_, {}).get(label, {}).get(metric)
+    metrics = report["evaluation"]["metrics"].get(evaluation.CANDIDATE, {}).get(slice_, {})
+    if metric in ("auc", "auc_precision_recall") and label != evaluation.AGGREGATE:
+        # TFMA reports AUC 0 (not NaN) for a slice without positives or without negatives: undefined.
+        count = metrics.get(evaluation.AGGREGATE, {}).get("example_count")
+        mean = metrics.get(label, {}).get("mean_label")
+        if count is not None and mean is not None and round(mean * count) in (0, round(count)):
+            return None
+    return metrics.get(label, {}).get(metric)
 
 
 def _ci(interval: dict[str, Any] | None, signed: bool = False) -> str:
