@@ -64,7 +64,7 @@ code{background:#f6f8fa;padding:0 3px;border-radius:3px}
 figure.err{margin:0;width:104px;font-size:.68em;color:#424a53}
 figure.err img{width:64px;height:64px;object-fit:cover;display:block;border:1px solid #d0d7de}
 figure.err figcaption{word-break:break-all;margin-top:2px}
-td.kept{color:#9a6700}
+td.kept,span.kept{color:#9a6700}
 """
 
 
@@ -327,9 +327,14 @@ def _overall_section(report: dict[str, Any]) -> str:
            _table(["average", *(t for _, t in AVERAGE_METRICS)], rows)]
     definitions = {lb["name"]: lb["definition"] for lb in report["labels"]}
     rows = []
+    decision = (report["evaluation"].get("decision") or {}).get("per_label") or {}
     for name in names:
         pn = _positives(report, name, "overall")
         auc = _metric(report, "auc", name)
+        entry = decision.get(name) or {}
+        tuned = (entry.get("choice") or {}).get("tuned", False)
+        threshold = "n/a" if not entry else (f"<b>{entry['threshold']:.3f}</b>" if tuned
+                                              else f'<span class="kept">{entry["threshold"]:.3f}</span>')
         rows.append([
             f"<b>{_e(name)}</b>", _e(definitions.get(name, "")),
             "n/a" if pn is None else f"{pn[0]} / {pn[1]}",
@@ -337,11 +342,17 @@ def _overall_section(report: dict[str, Any]) -> str:
             _num(_metric(report, "auc_precision_recall", name)),
             _num(_metric(report, "precision", name)), _num(_metric(report, "recall", name)),
             _num(_metric(report, "f1_score", name)),
+            threshold, _prf((entry.get("eval") or {}).get("at_threshold")) if entry else "n/a",
             _num(_metric(report, "mean_label", name)), _num(_metric(report, "mean_prediction", name)),
         ])
     out += ["<h3>Per label (overall eval split)</h3>",
             _table(["label", "definition", "positives / negatives", "AUC [95% interval]", "PR-AUC", "precision@0.5",
-                    "recall@0.5", "F1@0.5", "mean label", "mean prediction"], rows, left=2)]
+                    "recall@0.5", "F1@0.5", "decision threshold", "P / R / F1 at threshold", "mean label",
+                    "mean prediction"], rows, left=2),
+            '<p class="note">Decision threshold: the label\'s own, tuned by the trainer (bold; how each was chosen, '
+            "and its numbers out of fold, are in <a href=\"#thresholds\">Decision thresholds and calibration</a>); "
+            "precision, recall and F1 at 0.5 are TFMA's, at the threshold computed here from the per-example "
+            "scores.</p>"]
     if report["evaluation"].get("rows_error"):
         out.append(f'<p class="note">No intervals: {_e(report["evaluation"]["rows_error"])}</p>')
     return "".join(out)
@@ -657,8 +668,8 @@ def render_html(report: dict[str, Any]) -> str:
         svgs = curve_svgs(report)
         sections += [
             "<h2 id='metrics'>Metrics</h2>", _overall_section(report),
-            "<h2 id='thresholds'>Decision thresholds and calibration</h2>", _decision_section(report),
             "<h2 id='slices'>Labels x slices</h2>", _slice_tables(report),
+            "<h2 id='thresholds'>Decision thresholds and calibration</h2>", _decision_section(report),
             "<h2 id='fairness'>Fairness: AUC gaps between groups</h2>", _fairness_section(report),
             "<h2 id='curves'>ROC, precision-recall and calibration</h2>",
             *(f"<div>{svgs[k]}</div>" for k in ("roc", "pr", "calibration") if k in svgs),
