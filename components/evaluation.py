@@ -6,7 +6,7 @@ calibration plots and the multi-label confusion matrix. Four gates are TFMA thre
 
 - ``macro_auc_floor``: macro-average AUC on the overall slice >= a floor;
 - ``label_auc_floors``: each label's AUC on the overall slice >= its floor;
-- ``no_regression``: macro AUC not lower than the baseline's (latest blessed model) by more
+- ``no_regression``: macro AUC not lower than the baseline's (the model serving now) by more
   than a tolerance (skipped when there is no baseline);
 - ``fairness_<attribute>``: for each label, the AUC gap between every pair of groups
   (race groups; genders) <= a limit, as TFMA cross-slice thresholds.
@@ -94,7 +94,7 @@ class GateSettings:
 
     Attributes:
       min_macro_auc: macro-average AUC floor on the overall slice.
-      max_auc_regression: allowed macro-AUC drop against the latest blessed model; None: no check.
+      max_auc_regression: allowed macro-AUC drop against the model serving now; None: no check.
       min_label_auc: AUC floor on the overall slice for every label; None: no per-label floor
         except those in label_auc_floors.
       label_auc_floors: (label name, floor) pairs overriding min_label_auc for single labels.
@@ -687,12 +687,15 @@ def _label_gate(results: EvalResults, gates: GateSettings, failed_labels: set[st
     )
 
 
-def _regression_gate(results: EvalResults, gates: GateSettings, tfma_failed: bool,
-                     intervals: uncertainty.GateIntervals | None) -> GateResult:
-    title = "no macro-AUC regression against the latest blessed model"
+def _regression_gate(
+    results: EvalResults, gates: GateSettings, tfma_failed: bool,
+    intervals: uncertainty.GateIntervals | None, baseline_note: str | None = None,
+) -> GateResult:
+    title = "no macro-AUC regression against the model serving now"
     # Without a baseline TFMA drops change thresholds from the config it writes (rubber stamp).
     if not results.has_baseline:
-        return GateResult(GATE_REGRESSION, title, None, None, None, "no earlier blessed model to compare with")
+        why = baseline_note or "no model serving to compare with"
+        return GateResult(GATE_REGRESSION, title, None, None, None, f"no baseline: {why}")
     if gates.max_auc_regression is None:
         return GateResult(GATE_REGRESSION, title, None, None, None, "no regression check configured")
     change = results.value(MACRO_AUC, model=DIFF)
@@ -709,7 +712,7 @@ def _regression_gate(results: EvalResults, gates: GateSettings, tfma_failed: boo
     passed = not beyond or excused
     noise = _noise([(iv, tolerance)], passed) if intervals else None
     summary = (
-        f"change in macro_auc vs the latest blessed model {_fmt(change, 4)}{_ci(iv)} ({_fmt(cand)} vs {_fmt(base)}) "
+        f"change in macro_auc vs the serving model {_fmt(change, 4)}{_ci(iv)} ({_fmt(cand)} vs {_fmt(base)}) "
         f"is {'beyond' if beyond else 'within'} the allowed drop of {gates.max_auc_regression:g}"
     )
     if excused:
@@ -832,6 +835,7 @@ def evaluate_gates(
     fairness_groups: Mapping[str, Sequence[str]] = FAIRNESS_GROUPS,
     fairness_exempt: Mapping[str, Collection[str]] | None = None,
     intervals: uncertainty.GateIntervals | None = None,
+    baseline_note: str | None = None,
 ) -> list[GateResult]:
     """Judges every gate from an Evaluator's output.
 
@@ -853,6 +857,7 @@ def evaluate_gates(
       fairness_groups: attribute -> groups, as given to build_eval_config.
       fairness_exempt: attribute -> labels not compared, as given to build_eval_config.
       intervals: DeLong intervals from the Evaluator's per-example rows (None: not recorded).
+      baseline_note: why the baseline is what it is (components.baseline), for the regression gate.
 
     Returns:
       One GateResult per gate, in report order.
@@ -870,7 +875,7 @@ def evaluate_gates(
     out = [
         _macro_gate(results, gates, bool(by_gate.get(GATE_MACRO)), intervals),
         _label_gate(results, gates, {f["label"] for f in by_gate.get(GATE_LABELS, [])}, intervals),
-        _regression_gate(results, gates, bool(by_gate.get(GATE_REGRESSION)), intervals),
+        _regression_gate(results, gates, bool(by_gate.get(GATE_REGRESSION)), intervals, baseline_note),
     ]
     if gates.max_fairness_gap is not None:
         for feature, groups in fairness_groups.items():

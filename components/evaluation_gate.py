@@ -22,6 +22,7 @@ from typing import Any
 import tensorflow as tf
 from tfx import v1 as tfx
 
+from components import baseline as serving_baseline
 from components import eval_table, evaluation, uncertainty
 
 GATES_FILE = evaluation.GATES_FILE
@@ -39,8 +40,13 @@ def intervals_of(table: eval_table.EvalTable, fairness_groups: dict[str, tuple[s
     )
 
 
-def judge(evaluation_uri: str, label_names: list[str], fairness_min_count: int,
-          require_significance: bool = False) -> dict[str, Any]:
+def judge(
+    evaluation_uri: str,
+    label_names: list[str],
+    fairness_min_count: int,
+    require_significance: bool = False,
+    baseline_note: str | None = None,
+) -> dict[str, Any]:
     """Judges every gate on one Evaluator output, against the thresholds that Evaluator used.
 
     Args:
@@ -48,6 +54,7 @@ def judge(evaluation_uri: str, label_names: list[str], fairness_min_count: int,
       label_names: the model's labels in output order.
       fairness_min_count: see evaluation.GateSettings.
       require_significance: see evaluation.GateSettings.
+      baseline_note: why the baseline is what it is (components.baseline).
 
     Returns:
       A JSON-able record: blessed, gates (one dict per gate, with its interval and whether it
@@ -66,7 +73,7 @@ def judge(evaluation_uri: str, label_names: list[str], fairness_min_count: int,
     results = evaluation.load_eval_results(evaluation_uri, label_names)
     table = eval_table.load_eval_table(evaluation_uri, label_names)
     intervals = intervals_of(table, groups)
-    gate_results = evaluation.evaluate_gates(results, settings, groups, exempt, intervals)
+    gate_results = evaluation.evaluate_gates(results, settings, groups, exempt, intervals, baseline_note=baseline_note)
     return {
         "blessed": evaluation.is_blessed(gate_results),
         "gates": [g.to_dict() for g in gate_results],
@@ -95,6 +102,7 @@ def EvaluationGate(
     model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
     blessing: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.ModelBlessing],
     label_names: tfx.dsl.components.Parameter[str],
+    baseline: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
     fairness_min_count: tfx.dsl.components.Parameter[int] = evaluation.GateSettings.fairness_min_count,
     require_significance: tfx.dsl.components.Parameter[int] = 0,
     code_version: tfx.dsl.components.Parameter[str] = "",
@@ -103,9 +111,10 @@ def EvaluationGate(
 
     Args:
       evaluation_result: the Evaluator's output.
-      model: the candidate model (its id goes into the blessing, for the baseline resolver).
+      model: the candidate model (its id and URI go into the blessing).
       blessing: the output blessing.
       label_names: JSON list of the model's labels, in output order.
+      baseline: ServingBaseline's output (the model serving now, or empty), for the gate record.
       fairness_min_count: positives and negatives a group needs for its fairness comparisons to be judged.
       require_significance: 1: the regression and fairness gates fail only on significant differences
         (evaluation.GateSettings.require_significance); an int, as TFX parameters have no bool.
@@ -119,7 +128,14 @@ def EvaluationGate(
     stored = model_label_names(model.uri)
     if stored is not None and stored != names:
         raise ValueError(f"the model's labels {stored} differ from the pipeline's {names}")
-    record = judge(evaluation_result.uri, names, fairness_min_count, bool(require_significance))
+    note = baseline.get_string_custom_property(serving_baseline.NOTE_PROPERTY) if baseline is not None else None
+    record = judge(evaluation_result.uri, names, fairness_min_count, bool(require_significance), baseline_note=note)
+    if baseline is not None:
+        record["baseline"] = {
+            "version": baseline.get_int_custom_property(serving_baseline.VERSION_PROPERTY) or None,
+            "path": baseline.get_string_custom_property(serving_baseline.PATH_PROPERTY) or None,
+            "note": note,
+        }
     record["model_uri"] = model.uri
     record["evaluation_uri"] = evaluation_result.uri
     tf.io.gfile.makedirs(blessing.uri)

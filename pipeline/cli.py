@@ -85,7 +85,7 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, setup_file_default: str 
         "--max-auc-regression",
         type=float,
         default=defaults.max_auc_regression,
-        help="allowed macro-AUC drop against the latest blessed model",
+        help="allowed macro-AUC drop against the model serving now (the highest pushed version)",
     )
     parser.add_argument(
         "--min-label-auc",
@@ -297,8 +297,8 @@ def config_from_args(
     Args:
       args: flags added by add_pipeline_flags.
       data_dir / pipeline_root / serving_dir / metadata_path: chosen by the runner.
-      overrides: other PipelineConfig fields a runner decides (e.g. the Kubeflow runner's
-        baseline_strategy and the schema path inside its image).
+      overrides: other PipelineConfig fields a runner decides (e.g. the schema path inside the
+        Kubeflow image).
 
     Raises:
       ValueError: a setting is invalid (the message names it).

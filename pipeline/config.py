@@ -29,11 +29,6 @@ DEFAULT_BEAM_ARGS: tuple[str, ...] = ()
 # Must match components.trainer.backbones.BACKBONE_NAMES (a test checks it); the first is the default.
 BACKBONES: tuple[str, ...] = ("efficientnet_lite0", "mobilenet_v2", "efficientnet_b0", "resnet50", "vgg16")
 
-# How the Evaluator's baseline is found. "latest_blessed_other" (local default) skips the candidate
-# itself, so an unchanged re-run is fully cached; KubeflowV2's compiler only knows TFX's
-# LatestBlessedModelStrategy ("latest_blessed"), which runner_kfp therefore picks.
-BASELINE_STRATEGIES: tuple[str, ...] = ("latest_blessed_other", "latest_blessed")
-
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
@@ -64,7 +59,8 @@ class PipelineConfig:
       fine_tune_layers: after head training, fine-tune this many top backbone layers (0: off; slower).
       fine_tune_epochs: epochs of that fine-tuning phase.
       min_macro_auc: the Evaluator blesses only above this macro-average AUC.
-      max_auc_regression: allowed macro-AUC drop against the latest blessed model.
+      max_auc_regression: allowed macro-AUC drop against the model serving now (the highest version
+        in the serving folder).
       min_label_auc: AUC floor of every label on the eval split (None: off), see components.evaluation.
       label_auc_floors: (label name, floor) pairs overriding min_label_auc for single labels.
       max_fairness_gap: largest allowed AUC gap of a label between two race groups or two genders
@@ -80,7 +76,6 @@ class PipelineConfig:
       report_images: put thumbnails of the eval images the model got most wrong into local reports.
       enable_cache: reuse outputs of components whose inputs did not change.
       beam_pipeline_args: arguments for every Beam-based component.
-      baseline_strategy: one of BASELINE_STRATEGIES (see there).
     """
 
     data_dir: str
@@ -120,7 +115,6 @@ class PipelineConfig:
     report_images: bool = True
     enable_cache: bool = True
     beam_pipeline_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
-    baseline_strategy: str = "latest_blessed_other"
 
     def gate_settings(self) -> GateSettings:
         """The Evaluator's gate thresholds (components.evaluation.GateSettings) of this config."""
@@ -177,10 +171,6 @@ class PipelineConfig:
             raise ValueError(f"early stopping patience must be >= 0, got {self.early_stopping_patience}")
         if self.fine_tune_layers < 0 or self.fine_tune_epochs < 0:
             raise ValueError("fine-tune layers and epochs must be >= 0")
-        if self.baseline_strategy not in BASELINE_STRATEGIES:
-            raise ValueError(
-                f"unknown baseline strategy {self.baseline_strategy!r}; choose one of {', '.join(BASELINE_STRATEGIES)}"
-            )
 
 
 def code_fingerprint(*module_names: str) -> str:

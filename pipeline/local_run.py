@@ -272,12 +272,12 @@ def format_summary(summary: dict[str, Any], config: PipelineConfig) -> str:
         if summary["blessed"] and summary.get("baseline_model"):
             lines.append(
                 f"  blessed: yes (macro AUC at or above {config.min_macro_auc:g}, and no drop of more than "
-                f"{config.max_auc_regression:g} against the latest blessed model {summary['baseline_model']})"
+                f"{config.max_auc_regression:g} against the serving model {summary['baseline_model']})"
             )
         elif summary["blessed"]:
             lines.append(
-                f"  blessed: yes (macro AUC at or above {config.min_macro_auc:g}; "
-                "no earlier blessed model to compare with)"
+                f"  blessed: yes (macro AUC at or above {config.min_macro_auc:g}; no baseline: "
+                f"{summary.get('baseline_note') or 'no model serving'})"
             )
         else:
             lines.append("  blessed: NO: " + "; ".join(summary["blessing_reasons"] or ["see the Evaluator output"]))

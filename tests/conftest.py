@@ -19,8 +19,8 @@ def e2e_runs(tmp_path_factory):
     """Runs the real pipeline three times on 50 generated images on one pipeline root.
 
     The second run is fully cached; the third asks for a macro AUC of 0.99 and is refused (its
-    Evaluator and gate re-run, nothing is pushed). Its summary is the root's last_run_summary.json;
-    the index of runs (reports/index.html) lists all three.
+    Evaluator and gate re-run, nothing is pushed); it is the third of the root's runs in ML
+    Metadata (tests may add later ones). The index of runs (reports/index.html) lists them all.
 
     Returns:
       (config, generation report, first summary, second summary, ML Metadata store).

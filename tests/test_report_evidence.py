@@ -191,10 +191,14 @@ def test_index_lists_runs_newest_first_escapes_names_and_plots_the_trend():
 
 @pytest.fixture(scope="module")
 def runs(e2e_runs):
+    """(config, first, second, third: the refused run's summary, store); later tests may add runs."""
+    from components.report import build
+    from pipeline.run_summary import summarize
+
     config, _, first, second, store = e2e_runs
-    with open(os.path.join(config.pipeline_root, "last_run_summary.json")) as f:
-        third = json.load(f)
-    return config, first, second, third, store
+    ids = build.run_ids(store, config.pipeline_name)
+    assert ids[:2] == [first["run_id"], second["run_id"]]
+    return config, first, second, summarize(store, ids[2]), store
 
 
 @pytest.mark.e2e
@@ -202,18 +206,19 @@ def test_index_lists_the_three_runs_in_order_and_the_refused_one_says_why(runs):
     from components.report import build
 
     config, first, second, third, store = runs
-    assert third["blessed"] is False and third["pushed_model"] is None and third["index"]
+    assert third["blessed"] is False and third["pushed_model"] is None
     path = os.path.join(config.pipeline_root, "reports", "index.html")
-    assert third["index"] == path
     page = open(path).read()
     rows = re.findall(r'<tr data-run="([^"]+)">(.*?)</tr>', page)
-    assert [r for r, _ in rows] == [third["run_id"], second["run_id"], first["run_id"]]  # newest first
-    assert "not blessed" in rows[0][1] and "failed gate: macro_auc_floor" in rows[0][1]
-    assert rows[2][1].count("pushed") >= 1 and os.path.basename(first["pushed_model"]) in rows[2][1]
-    for run_id in (first["run_id"], second["run_id"], third["run_id"]):
+    ids = build.run_ids(store, config.pipeline_name)
+    assert [r for r, _ in rows] == ids[::-1]  # every run, newest first
+    oldest = rows[::-1][:3]
+    assert [r for r, _ in oldest] == [first["run_id"], second["run_id"], third["run_id"]]
+    assert "not blessed" in oldest[2][1] and "failed gate: macro_auc_floor" in oldest[2][1]
+    assert "pushed" in oldest[0][1] and os.path.basename(first["pushed_model"]) in oldest[0][1]
+    for run_id in ids:
         assert os.path.exists(os.path.join(config.pipeline_root, "reports", run_id, "report.html"))
         assert f'href="{run_id}/report.html"' in page
-    assert build.run_ids(store, config.pipeline_name) == [first["run_id"], second["run_id"], third["run_id"]]
     # Rebuilt from ML Metadata alone: the same rows.
     from components.report.__main__ import main
 

@@ -351,6 +351,7 @@ def summarize_verdict(
         "blessed": None if gates_record is None else bool(gates_record["blessed"]),
         "pushed_model": summary.get("pushed_model"),
         "baseline_model": summary.get("baseline_model"),
+        "baseline_note": summary.get("baseline_note"),
         "gates": gates,
         "settings": gates_record.get("settings") if gates_record else None,
         "incomplete_components": stopped,

@@ -274,7 +274,9 @@ def _verdict_section(report: dict[str, Any]) -> str:
         parts.append('<p class="note">Gate settings: ' + ", ".join(
             f"<code>{_e(k)}={_e(v)}</code>" for k, v in sorted(settings.items())) + "</p>")
     facts = [f"Pushed model: <code>{_e(verdict['pushed_model'] or 'none')}</code>",
-             f"Baseline (latest blessed model): <code>{_e(verdict['baseline_model'] or 'none')}</code>"]
+             f"Baseline (the model serving when this run evaluated): "
+             f"<code>{_e(verdict['baseline_model'] or 'none')}</code>"
+             + (f" ({_e(verdict['baseline_note'])})" if verdict.get("baseline_note") else "")]
     if verdict.get("incomplete_components"):
         facts.append("Components that did not complete: " + _e(", ".join(verdict["incomplete_components"])))
     parts.append('<p class="note">' + "<br>".join(facts) + "</p>")
@@ -448,8 +450,8 @@ def _fairness_section(report: dict[str, Any]) -> str:
 
 def _baseline_section(report: dict[str, Any]) -> str:
     if not report["evaluation"].get("has_baseline"):
-        return ('<p class="note">No baseline: there was no earlier blessed model to compare with (the first model, '
-                "or every earlier one failed a gate).</p>")
+        why = report["verdict"].get("baseline_note") or "no model was serving"
+        return f'<p class="note">No baseline: {_e(why)}.</p>'
     rows = []
     intervals = _intervals(report)
     entries = [(evaluation.AGGREGATE, "<b>macro average</b>")] + [(lb["name"], f"<b>{_e(lb['name'])}</b>")

@@ -67,7 +67,8 @@ def render_model_card(report: dict[str, Any]) -> str:
                  "trained head; one sigmoid probability per label (multi-label).")
     lines.append(f"- Decision: **{verdict['status']}**. {verdict['headline']}")
     lines.append(f"- Pushed to: `{verdict['pushed_model'] or 'not pushed'}`")
-    lines.append(f"- Compared with: `{verdict['baseline_model'] or 'no earlier blessed model'}`")
+    lines.append(f"- Compared with: `{verdict['baseline_model'] or 'no baseline'}`"
+                 + (f" ({verdict['baseline_note']})" if verdict.get("baseline_note") else ""))
     lines.append(f"- Report generated {report['generated_at']}; regenerate with "
                  f"`python -m components.report --pipeline-root <pipeline root> --run-id {run_id}`.")
     lines.append("")
