@@ -212,6 +212,9 @@ def summarize(store: metadata_store.MetadataStore, run_id: str) -> dict[str, Any
         baseline = base.outputs["baseline_model"][0]
         summary["baseline_model"] = _prop(baseline, "baseline_path") or None
         summary["baseline_note"] = _prop(baseline, "baseline_note")
+        if base.state == "cached" and summary["baseline_note"]:
+            # The evaluation this run reuses was decided then (e.g. before its own model was pushed).
+            summary["baseline_note"] += " (when this evaluation first ran)"
     # The push decision is EvaluationGate's (every gate); the Evaluator's blessing covers TFMA's thresholds only.
     if (gate := runs.get(pipeline_def.EVALUATION_GATE)) and gate.outputs.get("blessing"):
         record = evaluation.read_gates(gate.outputs["blessing"][0].uri)
