@@ -21,6 +21,7 @@ from google.protobuf import json_format, message
 
 from components.evaluation import GateSettings
 from components.image_example_gen import spans
+from components.trainer import calibration, decision
 from pipeline import labels
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -77,6 +78,14 @@ class PipelineConfig:
       max_fairness_gap: largest allowed AUC gap of a label between two race groups or two genders
         (None: no fairness gate).
       fairness_min_count: positives and negatives a group needs for its fairness comparisons to count.
+      require_significance: the regression and fairness gates fail only on differences that are
+        significant (95% DeLong interval excludes 0) as well as beyond their tolerance.
+      threshold_policy: decision-threshold policy of every label: f1, precision=P, recall=R or fixed=T.
+      label_threshold_policies: (label name, policy) pairs overriding threshold_policy.
+      threshold_min_positives: labels with fewer out-of-fold positives (or negatives) keep 0.5.
+      calibration: how the exported probabilities are calibrated: prior (undo the positive weighting),
+        platt (fitted out of fold) or none.
+      report_images: put thumbnails of the eval images the model got most wrong into local reports.
       enable_cache: reuse outputs of components whose inputs did not change.
       beam_pipeline_args: arguments for every Beam-based component.
     """
@@ -110,6 +119,12 @@ class PipelineConfig:
     label_auc_floors: tuple[tuple[str, float], ...] = ()
     max_fairness_gap: float | None = 0.15
     fairness_min_count: int = 20
+    require_significance: bool = False
+    threshold_policy: str = decision.DEFAULT_POLICY
+    label_threshold_policies: tuple[tuple[str, str], ...] = ()
+    threshold_min_positives: int = decision.DEFAULT_MIN_POSITIVES
+    calibration: str = "prior"
+    report_images: bool = True
     enable_cache: bool = True
     beam_pipeline_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
 
@@ -122,6 +137,7 @@ class PipelineConfig:
             label_auc_floors=self.label_auc_floors,
             max_fairness_gap=self.max_fairness_gap,
             fairness_min_count=self.fairness_min_count,
+            require_significance=self.require_significance,
         )
 
     def validate(self) -> None:
@@ -159,6 +175,13 @@ class PipelineConfig:
         if self.train_buckets < 1 or self.eval_buckets < 1:
             raise ValueError("train and eval hash buckets must both be >= 1")
         self.gate_settings().validate(labels.LABEL_NAMES)
+        decision.policies_for(labels.LABEL_NAMES, self.threshold_policy, dict(self.label_threshold_policies))
+        if self.threshold_min_positives < 1:
+            raise ValueError(f"threshold min positives must be >= 1, got {self.threshold_min_positives}")
+        if self.calibration not in calibration.METHODS:
+            raise ValueError(
+                f"unknown calibration {self.calibration!r}; choose one of {', '.join(calibration.METHODS)}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be within [0, 1), got {self.dropout}")
         if self.weights_file and self.backbone == BACKBONES[0]:

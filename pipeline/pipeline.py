@@ -136,6 +136,10 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
         early_stopping_patience=config.early_stopping_patience,
         fine_tune_layers=config.fine_tune_layers,
         fine_tune_epochs=config.fine_tune_epochs,
+        threshold_policy=config.threshold_policy,
+        label_threshold_policies=dict(config.label_threshold_policies),
+        threshold_min_positives=config.threshold_min_positives,
+        calibration=config.calibration,
         # The Transform graph's labels are part of what a model learns from (its input fingerprint).
         code_version=code_fingerprint(*component_modules(Trainer, RUN_FN, TRANSFORM_FN), files=[config.weights_file]),
     )
@@ -170,6 +174,7 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
         baseline=serving_baseline.outputs["baseline_model"],
         label_names=json.dumps(list(labels.LABEL_NAMES)),
         fairness_min_count=config.fairness_min_count,
+        require_significance=int(config.require_significance),
         code_version=code_fingerprint(*component_modules(EvaluationGate)),
     ).with_id(EVALUATION_GATE)
 

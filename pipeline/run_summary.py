@@ -163,7 +163,8 @@ def summarize(store: metadata_store.MetadataStore, run_id: str) -> dict[str, Any
       version the candidate was compared with) and baseline_note (why that one, or why none), pushed_model,
       macro_auc, per_label_auc; files_found (ingested + quarantined), spans (first/last span read) and
       drift (the LabelDriftCheck report: status ok/drift/skipped, distances, message); gates (one dict
-      per EvaluationGate gate: name, title, passed, value, threshold, summary), whose verdict ``blessed`` is.
+      per EvaluationGate gate: name, title, passed, value, threshold, summary, interval (95%, of the
+      value), within_noise), whose verdict ``blessed`` is.
     """
     runs = component_runs(store, run_id)
     summary: dict[str, Any] = {
@@ -211,12 +212,17 @@ def summarize(store: metadata_store.MetadataStore, run_id: str) -> dict[str, Any
         baseline = base.outputs["baseline_model"][0]
         summary["baseline_model"] = _prop(baseline, "baseline_path") or None
         summary["baseline_note"] = _prop(baseline, "baseline_note")
+        if base.state == "cached" and summary["baseline_note"]:
+            # The evaluation this run reuses was decided then (e.g. before its own model was pushed).
+            summary["baseline_note"] += " (when this evaluation first ran)"
     # The push decision is EvaluationGate's (every gate); the Evaluator's blessing covers TFMA's thresholds only.
     if (gate := runs.get(pipeline_def.EVALUATION_GATE)) and gate.outputs.get("blessing"):
         record = evaluation.read_gates(gate.outputs["blessing"][0].uri)
         if record is not None:
             keys = ("name", "title", "passed", "value", "threshold", "summary")
-            summary["gates"] = [{k: g[k] for k in keys} for g in record["gates"]]
+            # interval / within_noise: absent from records written before the intervals existed.
+            summary["gates"] = [{**{k: g[k] for k in keys}, "interval": g.get("interval"),
+                                 "within_noise": g.get("within_noise")} for g in record["gates"]]
             summary["blessed"] = bool(record["blessed"])
             failed = [g for g in record["gates"] if g["passed"] is False]
             summary["blessing_reasons"] = [f"{g['name']}: {g['summary']}" for g in failed]

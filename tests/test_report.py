@@ -155,7 +155,7 @@ def test_run_writes_report_json_html_and_model_card(first_report):
     config, first, report = first_report
     folder = os.path.dirname(first["report"])
     assert folder == os.path.join(config.pipeline_root, "reports", first["run_id"])
-    assert sorted(os.listdir(folder)) == ["model_card.md", "report.html", "report.json"]
+    assert sorted(os.listdir(folder)) == ["index_entry.json", "model_card.md", "report.html", "report.json"]
     assert first["report_error"] is None
 
 
