@@ -172,6 +172,14 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, setup_file_default: str 
         default=None,
         help="flink/spark/portable: DOCKER: SDK image; EXTERNAL: worker pool HOST:PORT; PROCESS: JSON command",
     )
+    beam.add_argument(
+        "--worker-check-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="remote runners: before the Beam steps, a tiny canary job must find a worker within this bound, "
+        "else the run fails with the likely cause (default 120; DOCKER 600; Dataflow 900; 0: no check)",
+    )
     parser.set_defaults(setup_file_default=setup_file_default)
 
 
@@ -288,6 +296,7 @@ def config_from_args(
         fairness_min_count=args.fairness_min_count,
         enable_cache=not args.no_cache,
         beam_pipeline_args=beam_profiles.beam_args(beam_profile_from_args(args)) or DEFAULT_BEAM_ARGS,
+        worker_check_timeout_s=args.worker_check_timeout,
         **overrides,
     )
     config.validate()

@@ -71,6 +71,9 @@ class PipelineConfig:
       fairness_min_count: positives and negatives a group needs for its fairness comparisons to count.
       enable_cache: reuse outputs of components whose inputs did not change.
       beam_pipeline_args: arguments for every Beam-based component.
+      worker_check_timeout_s: before the Beam steps of a run on a remote runner, a canary job
+        (pipeline.beam_canary) must find a worker within this many seconds; None: the default
+        of the environment (120 s, DOCKER 600 s, Dataflow 900 s); 0: no check.
       baseline_strategy: one of BASELINE_STRATEGIES (see there).
     """
 
@@ -105,6 +108,7 @@ class PipelineConfig:
     fairness_min_count: int = 20
     enable_cache: bool = True
     beam_pipeline_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
+    worker_check_timeout_s: float | None = None
     baseline_strategy: str = "latest_blessed_other"
 
     def gate_settings(self) -> GateSettings:
@@ -154,6 +158,10 @@ class PipelineConfig:
             raise ValueError(f"early stopping patience must be >= 0, got {self.early_stopping_patience}")
         if self.fine_tune_layers < 0 or self.fine_tune_epochs < 0:
             raise ValueError("fine-tune layers and epochs must be >= 0")
+        if self.worker_check_timeout_s is not None and not self.worker_check_timeout_s >= 0:
+            raise ValueError(
+                f"worker check timeout must be >= 0 seconds (0: no check), got {self.worker_check_timeout_s}"
+            )
         if self.baseline_strategy not in BASELINE_STRATEGIES:
             raise ValueError(
                 f"unknown baseline strategy {self.baseline_strategy!r}; choose one of {', '.join(BASELINE_STRATEGIES)}"

@@ -8,6 +8,7 @@ import tempfile
 import time
 from typing import Any
 
+import numpy as np
 import tensorflow_transform as tft
 import tf_keras
 from tfx.components.trainer.fn_args_utils import FnArgs
@@ -137,6 +138,9 @@ def train_and_export(
             transform=transform,
         )
         seconds["embed"] = time.monotonic() - start
+        # In file-name order, not the order the examples were written in (which depends on how
+        # Beam sharded and shuffled them): the same examples give the same training on any runner.
+        embedded = embedded.take(np.argsort(embedded.filenames, kind="stable"))
         held_out = train.validation_mask(embedded.filenames, params.validation_buckets)
         logger.info(
             "embedded %d training images in %.1f s (%d held out for validation; %s)",
