@@ -234,6 +234,76 @@ def check_workers(
     )
 
 
+# ------------------------------------------------------------------------------------------------------
+# Kubeflow: each Beam step checks its own workers first, inside its pod
+# ------------------------------------------------------------------------------------------------------
+
+
+def guard_beam_steps(spec: dict[str, Any], beam_args: tuple[str, ...], timeout_s: float | None) -> list[str]:
+    """Makes every Beam step of a compiled KFP pipeline spec run the worker check before its executor.
+
+    Each step runs in its own pod, at its own time, so the check goes into the step itself: its
+    container command becomes ``python -m pipeline.beam_canary --guard ... -- <original command>``,
+    which checks the workers with the step's own Beam arguments and then execs the original
+    command (or fails the step with the one-line reason). A step served from KFP's cache runs
+    nothing, and checks nothing. Only job-server runners (Flink, Spark, portable) are guarded:
+    they wait for a dead worker forever, while Dataflow reports a job without worker activity
+    itself, and a canary job per step would cost a Dataflow job start (minutes) each.
+
+    Args:
+      spec: the PipelineSpec as a dict (changed in place).
+      beam_args: the pipeline's Beam arguments (the last arguments of every step's container).
+      timeout_s: the worker bound; None: the environment's default; 0: no check.
+
+    Returns:
+      The executor labels guarded.
+    """
+    from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
+    from tfx.utils import import_utils
+
+    target = target_of(beam_args)
+    if target is None or target.runner == "DataflowRunner" or timeout_s == 0 or not beam_args:
+        return []
+    bound = timeout_s or target.default_timeout_s()
+    guarded = []
+    for label, executor in spec["deploymentSpec"]["executors"].items():
+        container = executor.get("container")
+        args = list((container or {}).get("args", []))
+        if not container or args[-len(beam_args) :] != list(beam_args) or "--executor_class_path" not in args:
+            continue
+        class_path = args[args.index("--executor_class_path") + 1]
+        if not issubclass(import_utils.import_class_by_path(class_path), BaseBeamExecutor):
+            continue
+        container["command"] = [
+            "python", "-m", "pipeline.beam_canary", "--guard", f"--beam-args={len(beam_args)}",
+            f"--timeout={bound:g}", "--", *container["command"],
+        ]
+        guarded.append(label)
+    return guarded
+
+
+def _guard(argv: list[str]) -> int:
+    """The guarded step: the worker check with the step's Beam arguments, then the step itself."""
+    parser = argparse.ArgumentParser(prog="python -m pipeline.beam_canary --guard")
+    parser.add_argument("--guard", action="store_true")
+    parser.add_argument("--beam-args", type=int, required=True, help="how many trailing arguments are Beam's")
+    parser.add_argument("--timeout", type=float, required=True)
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the step's command and arguments")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command or args.beam_args < 1 or len(command) <= args.beam_args:
+        parser.error("expected -- COMMAND ... with the Beam arguments last")
+    try:
+        check = check_workers(command[-args.beam_args :], args.timeout)
+    except WorkerCheckError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
+    if check is not None:
+        print(f"Beam workers ok ({check.target.describe()}): the canary job ran in {check.seconds:g} s", flush=True)
+    os.execvp(command[0], command)
+    return 0  # not reached
+
+
 def _read_result(stdout: str) -> dict[str, Any] | None:
     for line in reversed(stdout.splitlines()):
         if line.startswith(_RESULT_PREFIX):
@@ -329,4 +399,4 @@ def _child(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_child(sys.argv[1:]))
+    sys.exit(_guard(sys.argv[1:]) if sys.argv[1:2] == ["--guard"] else _child(sys.argv[1:]))

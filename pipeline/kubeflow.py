@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from pipeline import beam_canary
 from pipeline.config import PipelineConfig
 
 # Where the Dockerfile puts this repository inside the image (its WORKDIR).
@@ -203,6 +204,8 @@ def compile_pipeline(config: PipelineConfig, image: str, output_path: str) -> di
     )
     job = runner.run(tfx_pipeline, write_out=False)
     spec = finish_pipeline_spec(job["pipelineSpec"], defaults, config.pipeline_root)
+    # Job-server Beam profiles: each Beam step checks its workers before it runs (pipeline.beam_canary).
+    beam_canary.guard_beam_steps(spec, config.beam_pipeline_args, config.worker_check_timeout_s)
     write_package(spec, output_path)
     return spec
 

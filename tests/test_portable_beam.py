@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import venv
 from collections.abc import Iterator
@@ -47,6 +48,12 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("localhost", 0))
         return s.getsockname()[1]
+
+
+def _accepts_connections(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("localhost", port)) == 0
 
 
 @dataclasses.dataclass
@@ -86,10 +93,10 @@ def worker_pool(tmp_path, path_first: str, legacy_keras: bool = True) -> Iterato
     pool = WorkerPool(f"localhost:{port}", log_path, process)
     try:
         deadline = time.monotonic() + POOL_START_TIMEOUT_S
-        while "Started worker pool servicer" not in pool.log():
+        while not _accepts_connections(port):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the worker pool did not start: {pool.log()[-2000:]}")
-            time.sleep(0.2)  # polling a log file for a readiness line, not ordering threads
+            time.sleep(0.2)  # polling another process's port for readiness, not ordering threads
         yield pool
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -207,9 +214,8 @@ def test_pipeline_through_a_worker_pool_matches_the_in_memory_run(e2e_runs, tmp_
             beam_pipeline_args=portable_args(pool.address),
         )
         progress = io.StringIO()
-        summary = run_local(portable_config, out=progress)
-        # Terminated workers the pool has waited for; their CPU time is the work they did.
-        pool_cpu = pool_process_children_cpu(pool.process.pid)
+        with WorkerAccounting(pool.process.pid) as workers:
+            summary = run_local(portable_config, out=progress)
         pool_log = pool.log()
     assert summary["error"] is None, summary["error"]
     assert "[check] Beam workers ok" in progress.getvalue()
@@ -219,8 +225,10 @@ def test_pipeline_through_a_worker_pool_matches_the_in_memory_run(e2e_runs, tmp_
     # workers spent CPU time importing the TFX stack and running its stages. There is nowhere
     # else an EXTERNAL environment's work can run.
     started = pool_log.count("Starting worker with command")
-    assert started >= 4, pool_log[-3000:]
-    assert pool_cpu >= 10.0, f"the pool's workers used only {pool_cpu:.1f} CPU seconds"
+    assert started >= 4 and len(workers.cpu_seconds) >= 4, (workers.cpu_seconds, pool_log[-3000:])
+    assert all("SdkHarness" in command for command in workers.commands.values()), workers.commands
+    busy = sorted(workers.cpu_seconds.values(), reverse=True)
+    assert busy[3] >= 2.0, f"fewer than 4 workers did real work (CPU seconds per worker: {busy})"
     assert "Traceback" not in pool_log, pool_log[-3000:]
 
     store = metadata_store.MetadataStore(
@@ -252,12 +260,42 @@ def test_pipeline_through_a_worker_pool_matches_the_in_memory_run(e2e_runs, tmp_
     assert summary["blessed"] == in_memory["blessed"] and summary["pushed_model"]
 
 
-def pool_process_children_cpu(pid: int) -> float:
-    """CPU seconds of a process's terminated (and waited-for) children, from the kernel's accounting."""
-    import psutil
+class WorkerAccounting:
+    """Samples the worker processes a pool starts: per worker pid, its command and CPU seconds.
 
-    times = psutil.Process(pid).cpu_times()
-    return times.children_user + times.children_system
+    The pool does not wait for its finished workers, so the kernel's children totals stay at
+    zero; sampling /proc every 0.2 s sees each worker while it runs (a worker lives for a whole
+    Beam job: its imports alone take seconds).
+    """
+
+    def __init__(self, pool_pid: int, interval_s: float = 0.2):
+        import psutil
+
+        self._pool = psutil.Process(pool_pid)
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.cpu_seconds: dict[int, float] = {}
+        self.commands: dict[int, str] = {}
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            for child in self._pool.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    times = child.cpu_times()
+                    self.commands.setdefault(child.pid, " ".join(child.cmdline()))
+                    self.cpu_seconds[child.pid] = max(self.cpu_seconds.get(child.pid, 0.0), times.user + times.system)
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> "WorkerAccounting":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
 
 
 # --- dead workers fail fast ------------------------------------------------------------------------------
@@ -353,3 +391,67 @@ def test_targets_and_their_default_bounds():
     assert "image img:1" in beam_canary.likely_cause(docker, 600)
     with pytest.raises(ValueError, match="> 0"):
         beam_canary.check_workers(portable_args("localhost:50000"), timeout_s=0)
+
+
+# --- Kubeflow: every Beam step checks its workers first, in its own pod ----------------------------------
+
+
+@pytest.mark.slow
+def test_kfp_beam_steps_run_the_worker_check_before_their_executor(tmp_path):
+    import yaml
+
+    from pipeline import kubeflow
+    from pipeline.config import PipelineConfig
+
+    flink = beam_profiles.beam_args(beam_profiles.BeamProfile(beam_profiles.FLINK, job_endpoint="flink-jobserver:8099"))
+    config = PipelineConfig(
+        data_dir="gs://facepipe-test/faces",
+        pipeline_root="gs://facepipe-test/root",
+        serving_dir="gs://facepipe-test/serving",
+        schema_path=kubeflow.CONTAINER_SCHEMA_PATH,
+        baseline_strategy=kubeflow.KFP_BASELINE_STRATEGY,
+        beam_pipeline_args=flink,
+        worker_check_timeout_s=300,
+    )
+    spec = kubeflow.compile_pipeline(config, "registry.example/facepipe:1", str(tmp_path / "p.yaml"))
+    commands = {label: e["container"]["command"] for label, e in spec["deploymentSpec"]["executors"].items()
+                if "container" in e}
+    guard = ["python", "-m", "pipeline.beam_canary", "--guard", f"--beam-args={len(flink)}", "--timeout=300", "--"]
+    guarded = {label for label, command in commands.items() if command[: len(guard)] == guard}
+    assert guarded == {"ImageExampleGen_executor", "StatisticsGen_executor", "Transform_executor",
+                       "Evaluator_executor"}
+    for label in guarded:  # then the step's own entrypoint, unchanged
+        assert commands[label][len(guard):][:2] == ["python", "-m"], label
+    assert commands["Trainer_executor"][:3] == ["python", "-m", "tfx.orchestration.kubeflow.v2.container."
+                                                "kubeflow_v2_run_executor"]
+    # The written package carries the same commands, and still loads strictly as a PipelineSpec.
+    kubeflow.load_pipeline_spec(str(tmp_path / "p.yaml"))
+    with open(tmp_path / "p.yaml") as f:
+        written = yaml.safe_load(f)
+    assert written["deploymentSpec"]["executors"]["Evaluator_executor"]["container"]["command"] == commands[
+        "Evaluator_executor"]
+
+
+def _guarded_step(beam_args: tuple[str, ...], timeout_s: int) -> subprocess.CompletedProcess:
+    """A guarded step as KFP runs it: the guard, then a stand-in for the step's entrypoint."""
+    step = [sys.executable, "-c", "import sys; print('STEP RAN with', len(sys.argv) - 1, 'arguments')"]
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.beam_canary", "--guard", f"--beam-args={len(beam_args)}",
+         f"--timeout={timeout_s}", "--", *step, "--executor_class_path", "x.Y", *beam_args],
+        check=False, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout_s + 300,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.portable
+def test_a_guarded_step_runs_only_when_its_workers_run_the_canary(tmp_path):
+    dead = _guarded_step(portable_args(f"localhost:{_free_port()}"), 60)
+    assert dead.returncode == 1 and "STEP RAN" not in dead.stdout
+    assert dead.stderr.strip().splitlines()[-1].startswith("error: Beam worker check failed (PortableRunner")
+    assert "cannot reach the worker pool" in dead.stderr
+    with worker_pool(tmp_path, VENV_BIN) as pool:
+        args = portable_args(pool.address)
+        alive = _guarded_step(args, 120)
+    assert alive.returncode == 0, alive.stderr[-2000:]
+    assert "Beam workers ok (PortableRunner, EXTERNAL environment" in alive.stdout
+    assert f"STEP RAN with {2 + len(args)} arguments" in alive.stdout  # exec'd with its arguments intact
