@@ -123,7 +123,8 @@ def component_table(result: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Per component: seconds and the peak process-tree memory sampled while it ran."""
     table = {}
     for name, (began, ended) in result["windows"].items():
-        inside = [rss for t, rss in result["samples"] if began <= t <= ended]
+        # Widened by one sampling interval: a component shorter than that still gets its neighbours' samples.
+        inside = [rss for t, rss in result["samples"] if began - SAMPLE_INTERVAL_S <= t <= ended + SAMPLE_INTERVAL_S]
         table[name] = {"seconds": round(ended - began, 1), "peak_rss_bytes": max(inside, default=0)}
     return table
 
