@@ -1,7 +1,7 @@
 # facepipe image: every Kubeflow Pipelines step runs in it (runner_kfp.py --image), and it can
 # serve as the Beam SDK container of Dataflow/Flink/Spark workers: the TFX base image keeps
 # Apache Beam's worker entrypoint (/opt/apache/beam/boot) as its ENTRYPOINT. KFP steps set their
-# own command (python -m tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor ...).
+# own command: python -m pipeline.kfp_entrypoint ... (open-source KFP and Vertex AI alike).
 #
 # Build and push from the repository root (see README, "Kubeflow Pipelines"):
 #   docker build -t REGISTRY/facepipe:TAG .
@@ -33,4 +33,4 @@ COPY pipeline/ pipeline/
 COPY components/ components/
 COPY schema/ schema/
 RUN python -m uv pip install --system --python "$(command -v python)" --no-cache --no-deps . \
- && python -c "import components.trainer.run, components.transform, pipeline.pipeline; print('facepipe importable')"
+ && python -c "import components.trainer.run, components.transform, pipeline.pipeline, pipeline.kfp_entrypoint; print('facepipe importable')"

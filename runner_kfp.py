@@ -1,7 +1,7 @@
 """Kubeflow Pipelines runner: compile the pipeline into a KFP 2.x spec; run, schedule and list it on a server.
 
     python runner_kfp.py compile  --image IMAGE --data-dir gs://B/faces --pipeline-root gs://B/root \\
-                                  --serving-dir gs://B/serving [--output outputs/kfp/facepipe.yaml]
+                                  --serving-dir gs://B/serving [--target kfp|vertex] [--output FILE]
     python runner_kfp.py run      --endpoint URL (--package FILE | the compile flags) [--param NAME=VALUE]...
     python runner_kfp.py schedule --endpoint URL --cron '0 0 3 * * *' (--package FILE | the compile flags)
     python runner_kfp.py unschedule --endpoint URL --schedule-name NAME
@@ -45,7 +45,9 @@ def _add_compile_flags(parser: argparse.ArgumentParser, for_upload: bool) -> Non
         "--serving-dir", default=None, help="blessed models go to <serving-dir>/<pipeline-name>/<version>/"
     )
     group.add_argument(
-        "--output", default=None, help="the .yaml package to write (default: outputs/kfp/<pipeline-name>.yaml)"
+        "--output",
+        default=None,
+        help="the package to write (default: outputs/kfp/<pipeline-name>.yaml, or .json for --target vertex)",
     )
     add_pipeline_flags(parser, setup_file_default=CONTAINER_SETUP_FILE)
 
@@ -60,6 +62,11 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
         help=f"KFP API endpoint, e.g. https://HOST/pipeline or http://localhost:8080 (default: ${ENDPOINT_ENV})",
     )
     group.add_argument("--namespace", default=None, help="your namespace on multi-user Kubeflow")
+    group.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow sending the bearer token over plain http:// to a host other than this machine",
+    )
     group.add_argument("--experiment", default=None, help="KFP experiment (default: the pipeline name)")
 
 
@@ -70,7 +77,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = OneLineErrorParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineErrorParser)
 
-    p = commands.add_parser("compile", help="write the KFP 2.x pipeline spec (.yaml)")
+    p = commands.add_parser("compile", help="write the pipeline spec (.yaml for KFP 2.x, .json for Vertex AI)")
+    p.add_argument(
+        "--target",
+        choices=("kfp", "vertex"),
+        default="kfp",
+        help="kfp: open-source Kubeflow Pipelines 2.x (.yaml); vertex: a Vertex AI PipelineJob (.json)",
+    )
     _add_compile_flags(p, for_upload=False)
 
     for name, help_text in (("run", "upload and start one run"), ("schedule", "create or replace a recurring run")):
@@ -120,7 +133,6 @@ def _config(args: argparse.Namespace) -> Any:
         pipeline_root=kubeflow.check_cluster_path("--pipeline-root", args.pipeline_root),
         serving_dir=kubeflow.check_cluster_path("--serving-dir", args.serving_dir),
         metadata_path=None,  # the cluster's ML Metadata
-        baseline_strategy=kubeflow.KFP_BASELINE_STRATEGY,
         schema_path=kubeflow.CONTAINER_SCHEMA_PATH,
     )
 
@@ -128,10 +140,12 @@ def _config(args: argparse.Namespace) -> Any:
 def _compile(args: argparse.Namespace, config: Any, out: Callable[[str], None]) -> str:
     from pipeline import kubeflow
 
-    output = args.output or os.path.join(DEFAULT_OUTPUT_DIR, f"{config.pipeline_name}.yaml")
-    kubeflow.check_package_path(output)
-    out(f"Compiling pipeline {config.pipeline_name!r} for image {args.image} (imports TFX) ...")
-    spec = kubeflow.compile_pipeline(config, args.image, output)
+    target = getattr(args, "target", kubeflow.TARGET_KFP)  # run and schedule upload to a KFP server
+    suffix = ".json" if target == kubeflow.TARGET_VERTEX else ".yaml"
+    output = args.output or os.path.join(DEFAULT_OUTPUT_DIR, f"{config.pipeline_name}{suffix}")
+    kubeflow.check_package_path(output, target)
+    out(f"Compiling pipeline {config.pipeline_name!r} for {target} and image {args.image} (imports TFX) ...")
+    spec = kubeflow.compile_pipeline(config, args.image, output, target)
     params = spec["root"]["inputDefinitions"]["parameters"]
     out(f"Wrote {output}: {len(spec['root']['dag']['tasks'])} tasks; runtime parameters: {', '.join(sorted(params))}")
     return output
@@ -197,9 +211,22 @@ def main(
         if args.command in ("unschedule", "list") and not args.endpoint:
             raise UsageError(f"{args.command} needs --endpoint URL (or ${kubeflow.ENDPOINT_ENV})")
         token = kubeflow.token_from_env(environ)
+        kubeflow.check_token_transport(args.endpoint, token, insecure=args.insecure)
     except ValueError as e:  # UsageError and the config's own checks
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+    # kfp's client logs failed requests with tracebacks holding the server's response: one line, token masked.
+    with kubeflow.redacted_client_logs(token):
+        return _server_command(args, config, token, client_factory, out)
+
+
+def _server_command(
+    args: argparse.Namespace, config: Any, token: Any, client_factory: Callable[..., Any] | None,
+    out: Callable[[str], None],
+) -> int:
+    """run, schedule, unschedule or list against the server; returns the exit status."""
+    from pipeline import kubeflow
 
     experiment = args.experiment or (config.pipeline_name if config is not None else DEFAULT_EXPERIMENT)
     try:

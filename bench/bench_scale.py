@@ -340,7 +340,8 @@ def phase_pipeline(args: argparse.Namespace) -> dict[str, Any]:
                 "train_examples": int(re.search(r"train_examples=(\d+)", fields).group(1)),
                 "head_epochs": int(re.search(r"head_epochs=(\d+)", fields).group(1)),
                 "embeddings_spilled": "embeddings_spilled=True" in fields,
-                "seconds": {k: float(v) for k, v in re.findall(r"'(\w+)': ([\d.]+)", fields)},
+                "seconds": {k: float(v) for k, v in re.findall(
+                    r"'(\w+)': ([\d.]+)", re.search(r"seconds=\{([^}]*)\}", fields).group(1))},
             }
     return {
         "seconds": seconds,

@@ -1,111 +1,223 @@
-"""Baseline resolution: the latest blessed model that is not the current candidate.
+"""ServingBaseline: hands the Evaluator the model serving now, as its baseline.
 
-TFX's LatestBlessedModelStrategy hands the Evaluator the latest blessed model even when that
-is the candidate itself (an unchanged re-run): the model is then compared with itself, the
-Evaluator and Pusher re-run instead of coming from the cache, and the same model is pushed
-a second time. Excluding the candidate avoids all three.
+The regression gate compares a candidate with what users get today: the highest version in
+``<serving-dir>/<pipeline-name>/`` (components.serving_folder), with its push record. This
+step copies that version into an ordinary Model artifact (``<uri>/Format-Serving/``, the
+layout the Evaluator loads), so one code path works on every orchestrator: no TFX Resolver
+(Kubeflow's open-source backend cannot run one) and no ML Metadata query.
 
-The Evaluator takes labels and slice features from each model's ``transform_features``
-signature. Models exported before that signature existed cannot be evaluated that way, so
-they are skipped as baselines (logged): the first model after an upgrade runs without the
-regression check instead of failing the Evaluator.
+When there is nothing to compare with, the output is an *empty* Model artifact
+(``baseline_version`` = 0, the reason in ``baseline_note``), and the Evaluator
+(components.evaluator) runs without a baseline: the first run; a candidate that is already
+serving (the same content or the same training inputs: comparing it with itself says
+nothing); a serving folder whose top version is not ours. A version the Evaluator cannot run
+(no ``transform_features`` signature: exported by an older facepipe) is skipped with a log
+line, and the next lower version of ours is used.
+
+Locally, a driver puts the selected version into the cache key, so an unchanged re-run is
+served from the cache; on Kubeflow the step runs with caching off (pipeline.kubeflow).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-from collections.abc import Callable
 from typing import Any
 
-from tfx import types
-from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
-from tfx.types import standard_artifacts
+import tensorflow as tf
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.dsl.components.base.base_executor import BaseExecutor
+from tfx.types import artifact_utils, standard_artifacts
+from tfx.types.channel import Channel
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+from tfx.utils import path_utils
 
+from components import artifact_properties, pusher, serving_folder
+from components.cache_key_driver import CacheKeyDriver
 from pipeline import labels
 
 logger = logging.getLogger(__name__)
 
 CANDIDATE_KEY = "candidate"
-MODEL_KEY = "model"
-BLESSING_KEY = "model_blessing"
+BASELINE_KEY = "baseline_model"
+SERVING_BASE_KEY = "serving_base"
+CODE_VERSION_KEY = "code_version"
+# Custom properties of the output Model artifact.
+VERSION_PROPERTY = "baseline_version"  # 0: no baseline (an empty artifact)
+NOTE_PROPERTY = "baseline_note"
+PATH_PROPERTY = "baseline_path"  # the version folder it was copied from
+SERVING_MODEL_DIR = "Format-Serving"  # where TFX's Evaluator looks (tfx.utils.path_utils)
 
 
-def has_signature(model_uri: str, signature: str) -> bool:
-    """Whether a Trainer Model artifact's SavedModel defines a signature (reads only saved_model.pb).
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """The baseline chosen from a serving folder.
 
-    Args:
-      model_uri: the Model artifact's URI (the SavedModel is under its Format-Serving folder).
-      signature: the signature name.
+    Attributes:
+      version: our version to compare with, or None.
+      note: one line saying why (shown in logs, the gate record and the report).
+      skipped: (version number, why) for our versions passed over.
+    """
+
+    version: serving_folder.Version | None
+    note: str
+    skipped: tuple[tuple[int, str], ...] = ()
+
+    @property
+    def key(self) -> str:
+        """What the Evaluator will compare with: ``none`` or ``v<number>:<content fingerprint>``."""
+        return "none" if self.version is None else f"v{self.version.number}:{self.version.fingerprint}"
+
+
+def has_signature(saved_model_dir: str, signature: str) -> bool:
+    """Whether a SavedModel folder defines a signature (reads only saved_model.pb).
 
     Returns:
-      True if any meta graph of the SavedModel has that signature; False if it has none or the
-      file cannot be read.
+      True if any meta graph has that signature; False if none has, or the file cannot be read.
     """
-    import tensorflow as tf  # noqa: PLC0415
-    from tensorflow.core.protobuf import saved_model_pb2  # noqa: PLC0415
-    from tfx.utils import path_utils  # noqa: PLC0415
+    from tensorflow.core.protobuf import saved_model_pb2
 
-    path = os.path.join(path_utils.serving_model_path(model_uri), "saved_model.pb")
     saved = saved_model_pb2.SavedModel()
     try:
-        with tf.io.gfile.GFile(path, "rb") as f:
+        with tf.io.gfile.GFile(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
             saved.ParseFromString(f.read())
-    except (OSError, tf.errors.OpError):
+    except (OSError, tf.errors.OpError, ValueError):
         return False
     return any(signature in graph.signature_def for graph in saved.meta_graphs)
 
 
-def latest_blessed_other_than(
-    candidate_ids: set[int],
-    models: list[types.Artifact],
-    blessings: list[types.Artifact],
-    usable: Callable[[types.Artifact], bool] = lambda _: True,
-) -> tuple[types.Artifact | None, types.Artifact | None]:
-    """Picks the newest blessed model whose id is not a candidate's and that can be a baseline.
+def evaluable(version_dir: str) -> bool:
+    """Whether the Evaluator can run a published model (it takes labels from transform_features)."""
+    return has_signature(version_dir, labels.TRANSFORM_FEATURES_SIGNATURE)
+
+
+def select_baseline(
+    listing: serving_folder.Listing,
+    candidate_fingerprint: str,
+    candidate_inputs: str,
+    can_evaluate: Any = evaluable,
+) -> Selection:
+    """Picks the baseline from a serving folder's listing (see the module docstring).
 
     Args:
-      candidate_ids: ids of the models being evaluated now.
-      models: all Model artifacts of the pipeline.
-      blessings: all ModelBlessing artifacts of the pipeline.
-      usable: whether a blessed model can be evaluated as the baseline; newer models that
-        cannot are skipped (the predicate logs why).
+      listing: the serving folder (serving_folder.list_serving_folder).
+      candidate_fingerprint: the candidate SavedModel's content fingerprint (pusher.model_fingerprint).
+      candidate_inputs: the candidate's training-inputs fingerprint ("" if unknown).
+      can_evaluate: version folder -> whether the Evaluator can run it.
 
     Returns:
-      (model, its blessing), or (None, None) when there is no such model.
+      The selection.
     """
-    blessed = {
-        b.get_int_custom_property("current_model_id"): b
-        for b in blessings
-        if b.get_int_custom_property("blessed") == 1
+    serving = listing.serving
+    if serving is None:
+        if listing.highest_numeric is None:
+            return Selection(None, "no model in the serving folder yet")
+        if not listing.versions:
+            return Selection(None, f"no version of ours in the serving folder (its highest, "
+                                   f"{listing.highest_numeric}, has no facepipe push record)")
+        return Selection(None, f"the serving folder's highest version ({listing.highest_numeric}) is not one of "
+                               "ours: TF Serving serves a model we cannot vouch for")
+    if pusher.already_serving(listing, candidate_fingerprint, candidate_inputs):
+        return Selection(None, f"the candidate is already serving as version {serving.number}")
+    skipped: list[tuple[int, str]] = []
+    for version in reversed(listing.versions):
+        if can_evaluate(version.path):
+            note = f"version {version.number}, serving now" if version is serving else (
+                f"version {version.number} (the newest one the Evaluator can run; "
+                f"{len(skipped)} newer skipped)"
+            )
+            return Selection(version, note, tuple(skipped))
+        why = f"no {labels.TRANSFORM_FEATURES_SIGNATURE} signature (exported by an older facepipe)"
+        logger.warning("serving version %d is not used as the baseline: %s", version.number, why)
+        skipped.append((version.number, why))
+    return Selection(None, "no version in the serving folder can be evaluated", tuple(skipped))
+
+
+def _candidate_fingerprints(input_dict: dict[str, list[Any]]) -> tuple[str, str]:
+    candidate = artifact_utils.get_single_instance(input_dict[CANDIDATE_KEY])
+    return (
+        pusher.model_fingerprint(path_utils.serving_model_path(candidate.uri)),
+        candidate.get_string_custom_property(artifact_properties.MODEL_INPUTS),
+    )
+
+
+def select_for(input_dict: dict[str, list[Any]], exec_properties: dict[str, Any]) -> Selection:
+    """The selection for one execution: the serving folder in exec_properties, the candidate in input_dict."""
+    listing = serving_folder.list_serving_folder(exec_properties[SERVING_BASE_KEY])
+    return select_baseline(listing, *_candidate_fingerprints(input_dict))
+
+
+def is_empty(baseline: Any) -> bool:
+    """Whether a ServingBaseline output holds no model (the Evaluator then runs without a baseline)."""
+    return baseline.get_int_custom_property(VERSION_PROPERTY) == 0
+
+
+class Executor(BaseExecutor):
+    """Copies the selected version into the output Model artifact, or leaves it empty."""
+
+    def Do(
+        self,
+        input_dict: dict[str, list[Any]],
+        output_dict: dict[str, list[Any]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        selection = select_for(input_dict, exec_properties)
+        output = artifact_utils.get_single_instance(output_dict[BASELINE_KEY])
+        target = os.path.join(output.uri, SERVING_MODEL_DIR)
+        tf.io.gfile.makedirs(output.uri)
+        if selection.version is not None:
+            pusher.copy_tree(selection.version.path, target)
+            output.set_string_custom_property(PATH_PROPERTY, selection.version.path)
+            output.set_string_custom_property(
+                artifact_properties.MODEL_INPUTS, selection.version.input_fingerprint
+            )
+        output.set_int_custom_property(VERSION_PROPERTY, selection.version.number if selection.version else 0)
+        output.set_string_custom_property(NOTE_PROPERTY, selection.note)
+        logger.info("baseline: %s", selection.note)
+
+
+class BaselineDriver(CacheKeyDriver):
+    """Local cache key: the version the executor will copy (``none`` or ``v<n>:<fingerprint>``)."""
+
+    def cache_key(self, input_dict: dict[str, list[Any]], exec_properties: dict[str, Any]) -> str:
+        try:
+            return select_for(input_dict, exec_properties).key
+        except serving_folder.ServingFolderError as e:
+            return f"error:{e}"  # the executor fails with the same message
+
+
+class ServingBaselineSpec(ComponentSpec):
+    """The candidate (to recognize it when it already serves) and the serving folder."""
+
+    PARAMETERS = {
+        SERVING_BASE_KEY: ExecutionParameter(type=str),
+        CODE_VERSION_KEY: ExecutionParameter(type=str),
     }
-    for model in sorted(models, key=lambda a: a.id, reverse=True):
-        if model.id in blessed and model.id not in candidate_ids:
-            if usable(model):
-                return model, blessed[model.id]
-    return None, None
+    INPUTS = {CANDIDATE_KEY: ChannelParameter(type=standard_artifacts.Model)}
+    OUTPUTS = {BASELINE_KEY: ChannelParameter(type=standard_artifacts.Model)}
 
 
-def _evaluable(model: types.Artifact) -> bool:
-    """Whether the Evaluator can run a model as the baseline (it has the Transform signature)."""
-    if has_signature(model.uri, labels.TRANSFORM_FEATURES_SIGNATURE):
-        return True
-    logger.warning("blessed model %d (%s) is not used as the baseline: it has no %s signature (exported "
-                   "before it existed)", model.id, model.uri, labels.TRANSFORM_FEATURES_SIGNATURE)
-    return False
+class ServingBaseline(base_component.BaseComponent):
+    """The model serving now as a Model artifact (empty when there is none to compare with)."""
 
+    SPEC_CLASS = ServingBaselineSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+    DRIVER_CLASS = BaselineDriver
 
-class LatestBlessedOtherModelStrategy(LatestBlessedModelStrategy):
-    """Resolves ``model``/``model_blessing`` to the latest blessed model other than ``candidate``."""
+    def __init__(self, candidate: Channel, serving_base: str, code_version: str):
+        """Builds the component.
 
-    def resolve_artifacts(self, store: Any, input_dict: dict[str, list[types.Artifact]]):
-        candidates = {a.id for a in input_dict.get(CANDIDATE_KEY, [])}
-        models = [a for a in input_dict.get(MODEL_KEY, []) if isinstance(a, standard_artifacts.Model)]
-        model, blessing = latest_blessed_other_than(
-            candidates, models, input_dict.get(BLESSING_KEY, []), usable=_evaluable
+        Args:
+          candidate: the Trainer's model.
+          serving_base: ``<serving-dir>/<pipeline-name>``, where the Pusher publishes.
+          code_version: fingerprint of this step's code (for the cache key).
+        """
+        super().__init__(
+            spec=ServingBaselineSpec(
+                candidate=candidate,
+                serving_base=serving_base,
+                code_version=code_version,
+                baseline_model=Channel(type=standard_artifacts.Model),
+            )
         )
-        return {
-            CANDIDATE_KEY: input_dict.get(CANDIDATE_KEY, []),
-            MODEL_KEY: [model] if model else [],
-            BLESSING_KEY: [blessing] if blessing else [],
-        }

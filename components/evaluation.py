@@ -6,7 +6,7 @@ calibration plots and the multi-label confusion matrix. Four gates are TFMA thre
 
 - ``macro_auc_floor``: macro-average AUC on the overall slice >= a floor;
 - ``label_auc_floors``: each label's AUC on the overall slice >= its floor;
-- ``no_regression``: macro AUC not lower than the baseline's (latest blessed model) by more
+- ``no_regression``: macro AUC not lower than the baseline's (the model serving now) by more
   than a tolerance (skipped when there is no baseline);
 - ``fairness_<attribute>``: for each label, the AUC gap between every pair of groups
   (race groups; genders) <= a limit, as TFMA cross-slice thresholds.
@@ -18,6 +18,11 @@ fairness comparison where either group has fewer than ``fairness_min_count`` pos
 negatives of that label ("not judged"; listed in the gate's record). Every other TFMA failure
 stands. Labels defined by the attribute itself (``race_*`` across race groups, ``female``
 across genders) are constant within each group and are not compared at all.
+
+Uncertainty: the config also asks for the per-example rows (fast_metrics.EvalRows), from which
+EvaluationGate computes DeLong intervals (components.uncertainty) of every gated number; each
+gate records its headline value's interval and whether its verdict is within noise, and with
+``require_significance`` the regression and fairness gates fail only on significant differences.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from components import uncertainty
 from pipeline import labels
 
 if TYPE_CHECKING:  # TFMA (and TensorFlow) load only where a function needs them: the report renders without
@@ -46,6 +52,9 @@ DECISION_THRESHOLD = 0.5  # precision, recall, F1 and the confusion matrix are a
 
 SLICE_FEATURES: tuple[str, ...] = (labels.GENDER_NAME_KEY, labels.RACE_NAME_KEY, labels.AGE_GROUP_KEY)
 CROSSED_SLICES: tuple[tuple[str, ...], ...] = ((labels.GENDER_NAME_KEY, labels.RACE_NAME_KEY),)
+# The Evaluator writes its per-example rows (components.fast_metrics.EvalRows) once per cell of this
+# crossed slice; every example lies in one cell, and the fairness groups are unions of cells.
+ROWS_PARTITION: tuple[str, ...] = (labels.GENDER_NAME_KEY, labels.RACE_NAME_KEY)
 # Attribute -> its groups, compared pairwise by the fairness gate.
 FAIRNESS_GROUPS: Mapping[str, tuple[str, ...]] = {
     labels.RACE_NAME_KEY: labels.RACE_NAMES,
@@ -76,6 +85,7 @@ GATE_REGRESSION = "no_regression"
 GATE_FAIRNESS_PREFIX = "fairness_"
 GATE_OTHER = "other_tfma_validation"
 GATES_FILE = "gates.json"  # EvaluationGate's record, inside its ModelBlessing artifact
+EVAL_ROWS_MODULE = "components.fast_metrics"  # where TFMA finds the EvalRows metric class
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +94,7 @@ class GateSettings:
 
     Attributes:
       min_macro_auc: macro-average AUC floor on the overall slice.
-      max_auc_regression: allowed macro-AUC drop against the latest blessed model; None: no check.
+      max_auc_regression: allowed macro-AUC drop against the model serving now; None: no check.
       min_label_auc: AUC floor on the overall slice for every label; None: no per-label floor
         except those in label_auc_floors.
       label_auc_floors: (label name, floor) pairs overriding min_label_auc for single labels.
@@ -92,6 +102,9 @@ class GateSettings:
         genders; None disables the fairness gate.
       fairness_min_count: a group is judged for a label only with at least this many positives
         and this many negatives of it (smaller groups are listed as not judged).
+      require_significance: the regression and fairness gates fail only on a difference that is
+        beyond the tolerance AND significant (its 95% DeLong interval excludes 0); off by default
+        (see docs/design.md): a failure within noise is then recorded as such, not excused.
     """
 
     min_macro_auc: float = 0.7
@@ -103,6 +116,7 @@ class GateSettings:
     # errors. Smaller groups would make the gate fail on noise.
     max_fairness_gap: float | None = 0.15
     fairness_min_count: int = 20
+    require_significance: bool = False
 
     def validate(self, label_names: Sequence[str] = labels.LABEL_NAMES) -> None:
         """Checks ranges and label names.
@@ -216,6 +230,9 @@ def build_eval_config(
     overall = tfma.SlicingSpec()
     slicing_specs = [overall, *(tfma.SlicingSpec(feature_keys=[f]) for f in slice_features)]
     slicing_specs += [tfma.SlicingSpec(feature_keys=list(keys)) for keys in crossed_slices]
+    partition = tfma.SlicingSpec(feature_keys=list(ROWS_PARTITION))
+    if partition not in slicing_specs:  # the per-example rows are written per cell of this slice
+        slicing_specs.append(partition)
     cross_specs_by_feature: dict[str, list[tfma.CrossSlicingSpec]] = {}
     if gates.max_fairness_gap is not None:
         for feature, groups in fairness_groups.items():
@@ -335,6 +352,13 @@ def build_eval_config(
                     tfma.MetricConfig(
                         class_name="MultiLabelConfusionMatrixPlot",
                         config=json.dumps({"thresholds": [DECISION_THRESHOLD]}),
+                    ),
+                    # Per-example rows (ids, labels, predictions) for what TFMA does not compute:
+                    # DeLong intervals, metrics at tuned thresholds, the error thumbnails.
+                    tfma.MetricConfig(
+                        class_name="EvalRows",
+                        module=EVAL_ROWS_MODULE,
+                        config=json.dumps({"partition": list(ROWS_PARTITION)}),
                     ),
                 ]
             ),
@@ -534,6 +558,9 @@ class GateResult:
       value: the headline value judged (macro AUC, worst label AUC, AUC change, largest gap).
       summary: one sentence with the values.
       details: per-label (or per-failure) records.
+      interval: the 95% interval of the headline value (Interval.to_dict), None when unknown.
+      within_noise: whether the verdict could flip within the intervals of the numbers it
+        judged (an interval straddles its threshold); None when there are no intervals.
     """
 
     name: str
@@ -543,6 +570,8 @@ class GateResult:
     value: float | None
     summary: str
     details: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    interval: dict[str, Any] | None = None
+    within_noise: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict."""
@@ -585,67 +614,124 @@ def _gate_of_failure(failure: Mapping[str, Any], results: EvalResults) -> str:
     return GATE_OTHER
 
 
-def _macro_gate(results: EvalResults, gates: GateSettings, tfma_failed: bool) -> GateResult:
+def _ci(iv: uncertainty.Interval | None) -> str:
+    return "" if iv is None else f" [95% CI {iv.lower:.3f} to {iv.upper:.3f}]"
+
+
+def _noise(ivs_and_thresholds: Sequence[tuple[uncertainty.Interval | None, float]], passed: bool | None) -> bool | None:
+    """Whether a verdict could flip within the intervals of what it judged.
+
+    A pass is within noise when any judged number's interval straddles its threshold; a failure
+    when every failing number's does (it needs all of them to flip). None without intervals.
+    """
+    if passed is None or not ivs_and_thresholds or any(iv is None for iv, _ in ivs_and_thresholds):
+        return None
+    flags = [iv.straddles(t) for iv, t in ivs_and_thresholds if iv is not None]
+    return any(flags) if passed else all(flags)
+
+
+def _macro_gate(results: EvalResults, gates: GateSettings, tfma_failed: bool,
+                intervals: uncertainty.GateIntervals | None) -> GateResult:
     macro = results.value(MACRO_AUC)
     passed = macro is not None and macro >= gates.min_macro_auc and not tfma_failed
     relation = ">=" if passed else "<" if macro is not None and macro < gates.min_macro_auc else "fails"
+    iv = intervals.macro_auc if intervals else None
+    noise = _noise([(iv, gates.min_macro_auc)], passed) if intervals else None
     return GateResult(
         GATE_MACRO,
         "macro-average AUC floor (overall)",
         passed,
         gates.min_macro_auc,
         macro,
-        f"macro AUC {_fmt(macro)} {relation} floor {gates.min_macro_auc:g}",
+        f"macro AUC {_fmt(macro)}{_ci(iv)} {relation} floor {gates.min_macro_auc:g}"
+        + ("; within noise: the interval straddles the floor" if noise else ""),
+        interval=None if iv is None else iv.to_dict(),
+        within_noise=noise,
     )
 
 
-def _label_gate(results: EvalResults, gates: GateSettings, failed_labels: set[str]) -> GateResult:
+def _label_gate(results: EvalResults, gates: GateSettings, failed_labels: set[str],
+                intervals: uncertainty.GateIntervals | None) -> GateResult:
     details = []
     for name in results.label_names:
         floor = gates.label_floor(name)
         auc = results.value("auc", name)
         ok = None if floor is None else (auc is not None and auc >= floor and name not in failed_labels)
-        details.append({"label": name, "auc": auc, "floor": floor, "passed": ok})
+        iv = intervals.label_auc.get(name) if intervals else None
+        details.append({
+            "label": name, "auc": auc, "floor": floor, "passed": ok,
+            "interval": None if iv is None else iv.to_dict(),
+            "within_noise": None if floor is None or iv is None else iv.straddles(floor),
+        })
     gated = [d for d in details if d["passed"] is not None]
     if not gated:
-        return GateResult(GATE_LABELS, "per-label AUC floors (overall)", None, None, None, "no per-label floor set")
+        return GateResult(GATE_LABELS, "per-label AUC floors (overall)", None, None, None, "no per-label floor set",
+                          details)
     failing = [d for d in gated if not d["passed"]]
     worst = min(gated, key=lambda d: -1.0 if d["auc"] is None else d["auc"] - d["floor"])
+    judged = failing if failing else gated
+    noise = _noise(
+        [(intervals.label_auc.get(d["label"]), d["floor"]) for d in judged], not failing
+    ) if intervals else None
     if failing:
         summary = "; ".join(f"{d['label']} AUC {_fmt(d['auc'])} < floor {d['floor']:g}" for d in failing)
     else:
         summary = f"all {len(gated)} labels at or above their floor (closest: {worst['label']} {_fmt(worst['auc'])} " \
                   f"vs {worst['floor']:g})"
+    if noise:
+        summary += "; within noise: a label's interval straddles its floor"
+    worst_iv = intervals.label_auc.get(worst["label"]) if intervals else None
     return GateResult(
-        GATE_LABELS, "per-label AUC floors (overall)", not failing, gates.min_label_auc, worst["auc"], summary, details
+        GATE_LABELS, "per-label AUC floors (overall)", not failing, gates.min_label_auc, worst["auc"], summary, details,
+        interval=None if worst_iv is None else worst_iv.to_dict(), within_noise=noise,
     )
 
 
-def _regression_gate(results: EvalResults, gates: GateSettings, tfma_failed: bool) -> GateResult:
-    title = "no macro-AUC regression against the latest blessed model"
+def _regression_gate(
+    results: EvalResults, gates: GateSettings, tfma_failed: bool,
+    intervals: uncertainty.GateIntervals | None, baseline_note: str | None = None,
+) -> GateResult:
+    title = "no macro-AUC regression against the model serving now"
     # Without a baseline TFMA drops change thresholds from the config it writes (rubber stamp).
     if not results.has_baseline:
-        return GateResult(GATE_REGRESSION, title, None, None, None, "no earlier blessed model to compare with")
+        why = baseline_note or "no model serving to compare with"
+        return GateResult(GATE_REGRESSION, title, None, None, None, f"no baseline: {why}")
     if gates.max_auc_regression is None:
         return GateResult(GATE_REGRESSION, title, None, None, None, "no regression check configured")
     change = results.value(MACRO_AUC, model=DIFF)
     base = results.value(MACRO_AUC, model=BASELINE)
     cand = results.value(MACRO_AUC)
-    passed = change is not None and change >= -gates.max_auc_regression and not tfma_failed
+    tolerance = -gates.max_auc_regression
+    beyond = change is None or change < tolerance or tfma_failed
+    iv = intervals.macro_change if intervals else None
+    excused = False
+    if beyond and gates.require_significance and change is not None:
+        if iv is None:
+            raise ValueError("the regression gate requires significance but the change has no interval")
+        excused = not iv.upper < 0.0  # a drop that is not significant (the interval reaches 0) passes
+    passed = not beyond or excused
+    noise = _noise([(iv, tolerance)], passed) if intervals else None
     summary = (
-        f"change in macro_auc vs the latest blessed model {_fmt(change, 4)} ({_fmt(cand)} vs {_fmt(base)}) is "
-        f"{'within' if passed else 'beyond'} the allowed drop of {gates.max_auc_regression:g}"
+        f"change in macro_auc vs the serving model {_fmt(change, 4)}{_ci(iv)} ({_fmt(cand)} vs {_fmt(base)}) "
+        f"is {'beyond' if beyond else 'within'} the allowed drop of {gates.max_auc_regression:g}"
     )
+    if excused:
+        summary += "; passed: the drop is not significant (its 95% interval includes 0)"
+    elif noise:
+        summary += "; within noise: the interval straddles the allowed drop"
     details = [
         {
             "label": name,
             "candidate": results.value("auc", name),
             "baseline": results.value("auc", name, model=BASELINE),
             "change": results.value("auc", name, model=DIFF),
+            "interval": None if not intervals or intervals.label_change.get(name) is None
+            else intervals.label_change[name].to_dict(),
         }
         for name in results.label_names
     ]
-    return GateResult(GATE_REGRESSION, title, passed, -gates.max_auc_regression, change, summary, details)
+    return GateResult(GATE_REGRESSION, title, passed, tolerance, change, summary, details,
+                      interval=None if iv is None else iv.to_dict(), within_noise=noise)
 
 
 def _fairness_gate(
@@ -655,6 +741,7 @@ def _fairness_gate(
     groups: Sequence[str],
     exempt: Collection[str],
     tfma_failed_pairs: set[tuple[str, str, str]],
+    intervals: uncertainty.GateIntervals | None,
 ) -> GateResult:
     short = SLICE_FEATURE_NAMES.get(feature, feature)
     limit = gates.max_fairness_gap
@@ -662,7 +749,11 @@ def _fairness_gate(
     details: list[dict[str, Any]] = []
     judged_total = unjudged_total = 0
     worst: tuple[float, str, str, str] | None = None
+    worst_iv: uncertainty.Interval | None = None
     failing: list[str] = []
+    excused: list[str] = []
+    noise_inputs: list[tuple[uncertainty.Interval | None, float]] = []
+    failing_noise: list[tuple[uncertainty.Interval | None, float]] = []
     for name in results.label_names:
         if name in exempt:
             details.append({"label": name, "status": "exempt", "max_gap": None, "pairs": [],
@@ -679,18 +770,35 @@ def _fairness_gate(
             judged = min(pos_a, neg_a, pos_b, neg_b) >= gates.fairness_min_count
             gap = results.cross_auc.get((sa, sb), {}).get(name) if auc_a is not None and auc_b is not None else None
             tfma_failed = (sa, sb, name) in tfma_failed_pairs
+            iv = intervals.gap(feature, a, b, name) if intervals else None
             pair = {
                 "groups": [a, b], "auc": [auc_a, auc_b], "positives": [pos_a, pos_b], "negatives": [neg_a, neg_b],
                 "gap": None if gap is None else abs(gap), "judged": judged, "tfma_failed": tfma_failed,
+                # Signed: AUC(first group) - AUC(second group); "within noise" if it straddles +-limit.
+                "interval": None if iv is None else iv.to_dict(),
+                "within_noise": None if iv is None else (iv.straddles(limit) or iv.straddles(-limit)),
             }
             if judged:
                 judged_total += 1
                 # Both must agree: TFMA's cross-slice threshold and the value it computed.
-                pair["passed"] = gap is not None and abs(gap) <= limit and not tfma_failed
+                beyond = gap is None or abs(gap) > limit or tfma_failed
+                pair["excused"] = False
+                if beyond and gates.require_significance and gap is not None:
+                    if iv is None:
+                        raise ValueError(f"the fairness gate requires significance but {name} ({a} vs {b}) has no "
+                                         "interval")
+                    pair["excused"] = not iv.excludes(0.0)
+                pair["passed"] = not beyond or pair["excused"]
                 if gap is not None and (worst is None or abs(gap) > worst[0]):
                     worst = (abs(gap), name, a, b)
+                    worst_iv = iv
+                text = f"{name}: {short} {a} {_fmt(auc_a)} vs {b} {_fmt(auc_b)} (gap {_fmt(pair['gap'])}{_ci(iv)})"
+                noise_inputs += [(iv, limit), (iv, -limit)]
                 if not pair["passed"]:
-                    failing.append(f"{name}: {short} {a} {_fmt(auc_a)} vs {b} {_fmt(auc_b)} (gap {_fmt(pair['gap'])})")
+                    failing.append(text)
+                    failing_noise.append((iv, limit if (gap or 0) >= 0 else -limit))
+                elif pair["excused"]:
+                    excused.append(text)
             else:
                 unjudged_total += 1
                 pair["passed"] = None
@@ -705,13 +813,20 @@ def _fairness_gate(
     if judged_total == 0:
         return GateResult(GATE_FAIRNESS_PREFIX + short, title, None, limit, None,
                           f"nothing to judge: {note}", details)
+    passed = not failing
+    noise = None if intervals is None else _noise(noise_inputs if passed else failing_noise, passed)
     if failing:
         summary = f"gap above {limit:g}: " + "; ".join(failing) + f"; {note}"
     else:
         assert worst is not None
-        summary = f"largest gap {_fmt(worst[0])} ({worst[1]}: {worst[2]} vs {worst[3]}) <= {limit:g}; {note}"
-    return GateResult(GATE_FAIRNESS_PREFIX + short, title, not failing, limit, worst[0] if worst else None,
-                      summary, details)
+        summary = (f"largest gap {_fmt(worst[0])} ({worst[1]}: {worst[2]} vs {worst[3]}{_ci(worst_iv)}) <= {limit:g}; "
+                   f"{note}")
+    if excused:
+        summary += f"; {len(excused)} gap(s) above {limit:g} passed as not significant: " + "; ".join(excused)
+    if noise:
+        summary += "; within noise: a judged gap's interval straddles the limit"
+    return GateResult(GATE_FAIRNESS_PREFIX + short, title, passed, limit, worst[0] if worst else None,
+                      summary, details, interval=None if worst_iv is None else worst_iv.to_dict(), within_noise=noise)
 
 
 def evaluate_gates(
@@ -719,6 +834,8 @@ def evaluate_gates(
     gates: GateSettings,
     fairness_groups: Mapping[str, Sequence[str]] = FAIRNESS_GROUPS,
     fairness_exempt: Mapping[str, Collection[str]] | None = None,
+    intervals: uncertainty.GateIntervals | None = None,
+    baseline_note: str | None = None,
 ) -> list[GateResult]:
     """Judges every gate from an Evaluator's output.
 
@@ -730,14 +847,23 @@ def evaluate_gates(
     single-slice spec), so that list is ignored; each judged comparison must instead have a value.
     Any TFMA failure that belongs to no gate fails the extra gate ``other_tfma_validation``.
 
+    With intervals, every gate records the interval of its headline value and whether its
+    verdict is within noise; with ``gates.require_significance`` a regression or fairness
+    failure whose interval includes 0 passes (recorded as excused).
+
     Args:
       results: the Evaluator's output (load_eval_results).
       gates: the thresholds the EvalConfig was built with.
       fairness_groups: attribute -> groups, as given to build_eval_config.
       fairness_exempt: attribute -> labels not compared, as given to build_eval_config.
+      intervals: DeLong intervals from the Evaluator's per-example rows (None: not recorded).
+      baseline_note: why the baseline is what it is (components.baseline), for the regression gate.
 
     Returns:
       One GateResult per gate, in report order.
+
+    Raises:
+      ValueError: significance is required but a judged difference has no interval.
     """
     if fairness_exempt is None:
         fairness_exempt = default_fairness_exempt(
@@ -747,16 +873,17 @@ def evaluate_gates(
     for failure in results.failures:
         by_gate.setdefault(_gate_of_failure(failure, results), []).append(failure)
     out = [
-        _macro_gate(results, gates, bool(by_gate.get(GATE_MACRO))),
-        _label_gate(results, gates, {f["label"] for f in by_gate.get(GATE_LABELS, [])}),
-        _regression_gate(results, gates, bool(by_gate.get(GATE_REGRESSION))),
+        _macro_gate(results, gates, bool(by_gate.get(GATE_MACRO)), intervals),
+        _label_gate(results, gates, {f["label"] for f in by_gate.get(GATE_LABELS, [])}, intervals),
+        _regression_gate(results, gates, bool(by_gate.get(GATE_REGRESSION)), intervals, baseline_note),
     ]
     if gates.max_fairness_gap is not None:
         for feature, groups in fairness_groups.items():
             short = SLICE_FEATURE_NAMES.get(feature, feature)
             failed_pairs = {(f["cross"][0], f["cross"][1], f["label"])
                             for f in by_gate.get(GATE_FAIRNESS_PREFIX + short, [])}
-            out.append(_fairness_gate(results, gates, feature, groups, fairness_exempt.get(feature, ()), failed_pairs))
+            out.append(_fairness_gate(results, gates, feature, groups, fairness_exempt.get(feature, ()), failed_pairs,
+                                      intervals))
     other = [
         f"{f['metric']} ({f['label']}) on {' vs '.join(f['cross']) if 'cross' in f else f['slice']}: "
         f"{_fmt(f['value'])} {f['message']}".strip()
@@ -772,7 +899,8 @@ def evaluate_gates(
 
 
 def gates_from_eval_config(
-    eval_config: tfma.EvalConfig, label_names: Sequence[str], fairness_min_count: int
+    eval_config: tfma.EvalConfig, label_names: Sequence[str], fairness_min_count: int,
+    require_significance: bool = False,
 ) -> tuple[GateSettings, dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
     """Reads the gate settings back from the EvalConfig an Evaluator ran with.
 
@@ -783,6 +911,7 @@ def gates_from_eval_config(
       eval_config: the config (as written by build_eval_config, possibly with other values).
       label_names: the model's labels in output order.
       fairness_min_count: see GateSettings (not part of a TFMA config).
+      require_significance: see GateSettings (not part of a TFMA config).
 
     Returns:
       (GateSettings, fairness groups: attribute -> groups, fairness exempt: attribute -> labels
@@ -844,6 +973,7 @@ def gates_from_eval_config(
         label_auc_floors=overrides,
         max_fairness_gap=gaps.pop() if gaps else None,
         fairness_min_count=fairness_min_count,
+        require_significance=require_significance,
     )
     fairness_groups = {f: tuple(g) for f, g in groups.items() if f in gated_labels}
     exempt = {f: tuple(n for n in label_names if n not in gated_labels[f]) for f in fairness_groups}

@@ -7,6 +7,10 @@ listed, not failed) and works around TFMA 0.47 reporting every thresholded cross
 missing. It writes a ModelBlessing like the Evaluator's (``blessed``, ``current_model``,
 ``current_model_id`` custom properties, a BLESSED or NOT_BLESSED file) plus ``gates.json``.
 Pusher and the baseline resolver read this blessing, not the Evaluator's.
+
+From the Evaluator's per-example rows it computes 95% DeLong intervals of every gated number; each
+gate records its interval and whether its verdict is within noise, and the record keeps all the
+intervals under ``uncertainty`` (for the report, the model card and the index of runs).
 """
 
 # No "from __future__ import annotations": the TFX component decorator reads real annotations.
@@ -18,30 +22,58 @@ from typing import Any
 import tensorflow as tf
 from tfx import v1 as tfx
 
-from components import evaluation
+from components import baseline as serving_baseline
+from components import eval_table, evaluation, uncertainty
 
 GATES_FILE = evaluation.GATES_FILE
 BLESSED_FILE, NOT_BLESSED_FILE = "BLESSED", "NOT_BLESSED"
 
 
-def judge(evaluation_uri: str, label_names: list[str], fairness_min_count: int) -> dict[str, Any]:
+def intervals_of(table: eval_table.EvalTable, fairness_groups: dict[str, tuple[str, ...]]) -> uncertainty.GateIntervals:
+    """DeLong intervals of every gated number from an evaluation's per-example rows."""
+    return uncertainty.gate_intervals(
+        table.label_names,
+        table.labels,
+        table.predictions[eval_table.CANDIDATE],
+        table.predictions.get(eval_table.BASELINE),
+        {f: table.groups[f] for f in fairness_groups if f in table.groups},
+    )
+
+
+def judge(
+    evaluation_uri: str,
+    label_names: list[str],
+    fairness_min_count: int,
+    require_significance: bool = False,
+    baseline_note: str | None = None,
+) -> dict[str, Any]:
     """Judges every gate on one Evaluator output, against the thresholds that Evaluator used.
 
     Args:
       evaluation_uri: the ModelEvaluation artifact's URI (holds eval_config.json).
       label_names: the model's labels in output order.
       fairness_min_count: see evaluation.GateSettings.
+      require_significance: see evaluation.GateSettings.
+      baseline_note: why the baseline is what it is (components.baseline).
 
     Returns:
-      A JSON-able record: blessed, gates (one dict per gate), settings, fairness_groups,
-      label_names, has_baseline, tfma_validation_ok.
+      A JSON-able record: blessed, gates (one dict per gate, with its interval and whether it
+      is within noise), settings, fairness_groups, label_names, has_baseline,
+      tfma_validation_ok, uncertainty (GateIntervals.to_dict), eval_examples.
+
+    Raises:
+      ValueError: the Evaluator wrote no per-example rows (its config lacks EvalRows).
     """
     from tensorflow_model_analysis.writers import eval_config_writer  # noqa: PLC0415
 
     eval_config = eval_config_writer.load_eval_run(evaluation_uri)[0]
-    settings, groups, exempt = evaluation.gates_from_eval_config(eval_config, label_names, fairness_min_count)
+    settings, groups, exempt = evaluation.gates_from_eval_config(
+        eval_config, label_names, fairness_min_count, require_significance
+    )
     results = evaluation.load_eval_results(evaluation_uri, label_names)
-    gate_results = evaluation.evaluate_gates(results, settings, groups, exempt)
+    table = eval_table.load_eval_table(evaluation_uri, label_names)
+    intervals = intervals_of(table, groups)
+    gate_results = evaluation.evaluate_gates(results, settings, groups, exempt, intervals, baseline_note=baseline_note)
     return {
         "blessed": evaluation.is_blessed(gate_results),
         "gates": [g.to_dict() for g in gate_results],
@@ -50,6 +82,8 @@ def judge(evaluation_uri: str, label_names: list[str], fairness_min_count: int) 
         "label_names": list(label_names),
         "has_baseline": results.has_baseline,
         "tfma_validation_ok": results.validation_ok,
+        "uncertainty": intervals.to_dict(),
+        "eval_examples": len(table),
     }
 
 
@@ -68,17 +102,22 @@ def EvaluationGate(
     model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
     blessing: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.ModelBlessing],
     label_names: tfx.dsl.components.Parameter[str],
+    baseline: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
     fairness_min_count: tfx.dsl.components.Parameter[int] = evaluation.GateSettings.fairness_min_count,
+    require_significance: tfx.dsl.components.Parameter[int] = 0,
     code_version: tfx.dsl.components.Parameter[str] = "",
 ) -> None:
     """Writes a ModelBlessing that is positive only when every gate passed.
 
     Args:
       evaluation_result: the Evaluator's output.
-      model: the candidate model (its id goes into the blessing, for the baseline resolver).
+      model: the candidate model (its id and URI go into the blessing).
       blessing: the output blessing.
       label_names: JSON list of the model's labels, in output order.
+      baseline: ServingBaseline's output (the model serving now, or empty), for the gate record.
       fairness_min_count: positives and negatives a group needs for its fairness comparisons to be judged.
+      require_significance: 1: the regression and fairness gates fail only on significant differences
+        (evaluation.GateSettings.require_significance); an int, as TFX parameters have no bool.
       code_version: fingerprint of the gate's code, so that caching sees code changes.
 
     Raises:
@@ -89,7 +128,14 @@ def EvaluationGate(
     stored = model_label_names(model.uri)
     if stored is not None and stored != names:
         raise ValueError(f"the model's labels {stored} differ from the pipeline's {names}")
-    record = judge(evaluation_result.uri, names, fairness_min_count)
+    note = baseline.get_string_custom_property(serving_baseline.NOTE_PROPERTY) if baseline is not None else None
+    record = judge(evaluation_result.uri, names, fairness_min_count, bool(require_significance), baseline_note=note)
+    if baseline is not None:
+        record["baseline"] = {
+            "version": baseline.get_int_custom_property(serving_baseline.VERSION_PROPERTY) or None,
+            "path": baseline.get_string_custom_property(serving_baseline.PATH_PROPERTY) or None,
+            "note": note,
+        }
     record["model_uri"] = model.uri
     record["evaluation_uri"] = evaluation_result.uri
     tf.io.gfile.makedirs(blessing.uri)

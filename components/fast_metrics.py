@@ -25,17 +25,28 @@ reads the stock combiners' private attributes, so it is tied to the pinned TFMA 
 equality test is what guards an upgrade.
 
 Memory: a slice's accumulator holds its examples' rows (2 x labels + 1 floats: 168 bytes per
-example with 10 labels), where stock histograms are bounded. The overall slice of 1 million eval
-examples would hold 168 MB; beyond that, evaluate with ``build_eval_config(shared_rows=False)``.
+example with 10 labels; about 290 bytes with the captured features below, measured with UTKFace
+file names), where stock histograms are bounded. The overall slice of 1 million eval examples would
+hold about 290 MB; beyond that, evaluate with ``build_eval_config(shared_rows=False)`` (EvalRows
+then keeps the rows alone).
+
+Per-example rows out of the Evaluator: the rows also keep each example's file name and slicing
+features (``captured_features``), read through a preprocessor that names only those features.
+``EvalRows`` (not a stock metric) writes them, with the labels and every model's predictions, as
+array-valued metrics, once per gender x race cell (see ``_EmitRows``);
+``components.eval_table.load_eval_table`` reads them back for the DeLong intervals, the metrics at
+tuned thresholds and the error thumbnails.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
+from tensorflow_model_analysis import constants
 from tensorflow_model_analysis.metrics import (
     binary_confusion_matrices,
     calibration,
@@ -49,37 +60,96 @@ from tensorflow_model_analysis.metrics import (
 )
 
 ROWS_NAME = "_facepipe_label_rows"  # private (leading underscore): TFMA drops it from the output
+# The feature that identifies an example in the per-example rows EvalRows writes (unique per example).
+ID_FEATURE = "filename"
+_ROWS_PREPROCESSOR = "facepipe_rows_features"
+
+
+def captured_features(eval_config: Any) -> tuple[str, ...]:
+    """The features the shared rows keep per example: the id feature and every slicing feature.
+
+    Derived from the EvalConfig alone, so every metric builds the same shared combiner (TFMA
+    de-duplicates computations by combiner class, keys and preprocessor names; the first wins).
+    """
+    names = {ID_FEATURE}
+    specs = list(getattr(eval_config, "slicing_specs", []) or [])
+    for cross in getattr(eval_config, "cross_slicing_specs", []) or []:
+        specs += [cross.baseline_spec, *cross.slicing_specs]
+    for spec in specs:
+        names.update(spec.feature_keys)
+        names.update(spec.feature_values)
+    return tuple(sorted(names))
+
+
+def _rows_preprocessor(eval_config: Any) -> metric_types.StandardMetricInputsPreprocessor:
+    """Adds the captured raw features and all transformed features (slice features live there) to the inputs.
+
+    Only named raw features: the raw example also holds the image bytes, which must not be copied.
+    """
+    return metric_types.StandardMetricInputsPreprocessor(
+        include_filter={
+            constants.FEATURES_KEY: {name: {} for name in captured_features(eval_config)},
+            constants.TRANSFORMED_FEATURES_KEY: {},
+        },
+        include_default_inputs=True,
+        name=_ROWS_PREPROCESSOR,
+    )
+
+
+def _feature_text(element: Mapping[str, Any], name: str, model_name: str) -> str:
+    """One example's value of a feature as text ("" when absent): transformed features first, then raw."""
+    for source_key in (constants.TRANSFORMED_FEATURES_KEY, constants.FEATURES_KEY):
+        source = element.get(source_key)
+        if not isinstance(source, Mapping):
+            continue
+        if isinstance(source.get(model_name), Mapping):  # multi-model transformed features are per model
+            source = source[model_name]
+        value = source.get(name)
+        if value is None:
+            continue
+        flat = np.asarray(value).reshape(-1)
+        if flat.size != 1:
+            raise ValueError(f"fast_metrics keeps one value of feature {name!r} per example, got {flat.size}")
+        item = flat[0]
+        text = item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)
+        # Group names repeat across examples: one string object each instead of one per example.
+        return text if name == ID_FEATURE else sys.intern(text)
+    return ""
 
 
 class _Rows:
-    """Per-example label rows, prediction rows and weights of one slice (an accumulator).
+    """Per-example label rows, prediction rows, weights and captured features of one slice (an accumulator).
 
     Rows are appended as small arrays and stacked lazily; pickling stacks them, so Beam encodes
-    three arrays instead of thousands of objects.
+    four arrays instead of thousands of objects.
     """
 
-    __slots__ = ("labels", "predictions", "weights")
+    __slots__ = ("labels", "predictions", "weights", "features")
 
     def __init__(self) -> None:
         self.labels: list[np.ndarray] = []
         self.predictions: list[np.ndarray] = []
         self.weights: list[np.ndarray] = []
+        self.features: list[np.ndarray] = []  # object arrays [1, F] of str, in captured_features order
 
-    def add(self, label: np.ndarray, prediction: np.ndarray, weight: np.ndarray) -> None:
+    def add(self, label: np.ndarray, prediction: np.ndarray, weight: np.ndarray, features: np.ndarray) -> None:
         self.labels.append(label.reshape(1, -1))
         self.predictions.append(prediction.reshape(1, -1))
         self.weights.append(weight.reshape(-1))
+        self.features.append(features.reshape(1, -1))
 
     def extend(self, other: _Rows) -> None:
         self.labels += other.labels
         self.predictions += other.predictions
         self.weights += other.weights
+        self.features += other.features
 
     def compact(self) -> _Rows:
         if len(self.labels) > 1:
             self.labels = [np.concatenate(self.labels)]
             self.predictions = [np.concatenate(self.predictions)]
             self.weights = [np.concatenate(self.weights)]
+            self.features = [np.concatenate(self.features)]
         return self
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -89,25 +159,36 @@ class _Rows:
         self.compact()
         return self.labels[0], self.predictions[0], self.weights[0]
 
-    def __getstate__(self) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    def feature_array(self) -> np.ndarray:
+        """[n, F] object array of the captured features' text (captured_features order)."""
+        if not self.features:
+            return np.zeros((0, 0), dtype=object)
         self.compact()
-        return self.labels, self.predictions, self.weights
+        return self.features[0]
 
-    def __setstate__(self, state: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]) -> None:
-        self.labels, self.predictions, self.weights = state
+    def __getstate__(self) -> tuple[list[np.ndarray], ...]:
+        self.compact()
+        return self.labels, self.predictions, self.weights, self.features
+
+    def __setstate__(self, state: tuple[list[np.ndarray], ...]) -> None:
+        self.labels, self.predictions, self.weights, self.features = state
 
 
 class _LabelRowsCombiner(beam.CombineFn):
-    """Collects each example's (label vector, prediction vector, weight) for one model output."""
+    """Collects each example's (label vector, prediction vector, weight, captured features) for one model output."""
 
     def __init__(self, key: metric_types.MetricKey, eval_config: Any) -> None:
         self._key = key
         self._eval_config = eval_config
+        self._features = captured_features(eval_config)
 
     def create_accumulator(self) -> _Rows:
         return _Rows()
 
     def add_input(self, accumulator: _Rows, element: metric_types.StandardMetricInputs) -> _Rows:
+        features = np.array(
+            [_feature_text(element, name, self._key.model_name) for name in self._features], dtype=object
+        )
         for raw_label, raw_prediction, raw_weight in metric_util.to_label_prediction_example_weight(
             element,
             eval_config=self._eval_config,
@@ -126,7 +207,7 @@ class _LabelRowsCombiner(beam.CombineFn):
             weight = np.asarray(raw_weight, dtype=np.float64).reshape(-1)
             if weight.size != 1:
                 raise ValueError(f"fast_metrics needs one weight per example, got {weight.size}")
-            accumulator.add(label, prediction, weight)
+            accumulator.add(label, prediction, weight, features)
         return accumulator
 
     def merge_accumulators(self, accumulators: Iterable[_Rows]) -> _Rows:
@@ -146,6 +227,15 @@ class _LabelRowsCombiner(beam.CombineFn):
 def _rows_key(key: metric_types.MetricKey) -> metric_types.MetricKey:
     return metric_types.MetricKey(
         name=ROWS_NAME, model_name=key.model_name, output_name=key.output_name, example_weighted=key.example_weighted
+    )
+
+
+def _rows_computation(rows_key: metric_types.MetricKey, eval_config: Any) -> metric_types.MetricComputation:
+    """The shared rows combiner of one model output (identical wherever it is built, so TFMA runs it once)."""
+    return metric_types.MetricComputation(
+        keys=[rows_key],
+        preprocessors=[_rows_preprocessor(eval_config)],
+        combiner=_LabelRowsCombiner(rows_key, eval_config),
     )
 
 
@@ -349,8 +439,7 @@ def share_rows(computations: metric_types.MetricComputations, eval_config: Any) 
         if computation.preprocessors:
             raise NotImplementedError("fast_metrics does not support metric preprocessors")
         rows_key = _rows_key(computation.combiner._key)
-        out.append(metric_types.MetricComputation(keys=[rows_key], preprocessors=None,
-                                                  combiner=_LabelRowsCombiner(rows_key, eval_config)))
+        out.append(_rows_computation(rows_key, eval_config))
         out.append(metric_types.DerivedMetricComputation(keys=computation.keys, result=replay(computation.combiner)))
     return out
 
@@ -411,3 +500,119 @@ REPLACEMENTS: dict[str, str] = {
         "ConfusionMatrixPlot", "CalibrationPlot", "MultiLabelConfusionMatrixPlot",
     )
 }
+
+
+# --- per-example rows out of the Evaluator ---------------------------------------------------------
+
+EVAL_ROWS_PREFIX = "eval_rows:"  # metric names: eval_rows:<cell>:ids|labels|predictions:<model>
+
+
+def cell_name(partition: Sequence[str], values: Sequence[str]) -> str:
+    """The name of one partition cell in EvalRows' metric names, e.g. ``gender_name=female;race_name=white``."""
+    return ";".join(f"{f}={v}" for f, v in zip(partition, values, strict=True))
+
+
+class _EmitRows:
+    """Derived step: on a partition cell's slice, its examples' ids, labels and every model's predictions.
+
+    TFMA hands a derived step the metrics of one slice without saying which slice, so the rows are
+    written where they are constant on every partition feature: the cells of the partition's
+    crossed slice (gender x race). Every example lies in exactly one cell, so the cells together
+    hold each example once (EvalRows' output is the size of the eval split, not five times it).
+    A slice of a coarser spec is constant too only when the data makes it equal to a cell; the
+    reader takes the cells of the crossed slice only. The metric names carry the cell, so TFMA's
+    cross-slice and cross-model differences never subtract two different cells' arrays.
+    """
+
+    def __init__(self, rows_keys: dict[str, metric_types.MetricKey], candidate: str, partition: Sequence[str],
+                 features: Sequence[str], output_name: str, example_weighted: bool) -> None:
+        self._rows_keys = rows_keys
+        self._candidate = candidate
+        self._partition = tuple(partition)
+        self._features = tuple(features)
+        self._output_name = output_name
+        self._example_weighted = example_weighted
+
+    def _key(self, suffix: str) -> metric_types.MetricKey:
+        return metric_types.MetricKey(name=EVAL_ROWS_PREFIX + suffix, model_name=self._candidate,
+                                      output_name=self._output_name, example_weighted=self._example_weighted)
+
+    def __call__(self, metrics: dict[metric_types.MetricKey, Any]) -> dict[metric_types.MetricKey, Any]:
+        candidate = metrics.get(self._rows_keys[self._candidate])
+        if candidate is None or not candidate.labels:
+            return {}
+        table = candidate.feature_array()
+        columns = [self._features.index(f) for f in self._partition]
+        values = []
+        for column in columns:
+            distinct = set(table[:, column])
+            if len(distinct) != 1:
+                return {}  # not a partition cell
+            values.append(distinct.pop())
+        cell = cell_name(self._partition, values)
+        out: dict[metric_types.MetricKey, Any] = {}
+        ids_column = self._features.index(ID_FEATURE)
+        reference = None
+        for model, key in self._rows_keys.items():
+            rows = metrics[key]
+            labels, predictions, _ = rows.arrays()
+            ids = rows.feature_array()[:, ids_column].astype(str)
+            if np.any(ids == ""):
+                raise ValueError(f"EvalRows needs the {ID_FEATURE!r} feature of every example (raw or transformed)")
+            order = np.argsort(ids, kind="stable")  # rows in id order: deterministic, and paired across models
+            ids = ids[order]
+            if reference is None:
+                reference = ids
+                if len(np.unique(ids)) != len(ids):
+                    raise ValueError(f"EvalRows needs unique {ID_FEATURE!r} values; cell {cell} repeats one")
+                if not np.all((labels == 0) | (labels == 1)):
+                    raise ValueError("EvalRows writes 0/1 labels; got fractional labels")
+                out[self._key(f"{cell}:ids")] = ids
+                out[self._key(f"{cell}:labels")] = labels[order].astype(np.int32)
+            elif not np.array_equal(ids, reference):
+                raise ValueError(f"models {self._candidate!r} and {model!r} saw different examples in cell {cell}")
+            out[self._key(f"{cell}:predictions:{model}")] = predictions[order].astype(np.float32)
+        return out
+
+
+def _eval_rows_computations(
+    partition: Sequence[str],
+    name: str = "eval_rows",
+    eval_config: Any = None,
+    model_names: list[str] | None = None,
+    output_names: list[str] | None = None,
+    example_weighted: bool = False,
+) -> metric_types.MetricComputations:
+    del name  # the output names are EVAL_ROWS_PREFIX + cell + field
+    model_names = list(model_names or [""])
+    output_name = (output_names or [""])[0]
+    baselines = {spec.name for spec in getattr(eval_config, "model_specs", []) if spec.is_baseline}
+    candidates = [m for m in model_names if m not in baselines]
+    if len(candidates) != 1:
+        raise ValueError(f"EvalRows needs exactly one candidate model, got {candidates}")
+    features = captured_features(eval_config)
+    missing = [f for f in partition if f not in features]
+    if missing:
+        raise ValueError(f"EvalRows' partition features {missing} are no slicing features of the EvalConfig")
+    computations: list[Any] = []
+    keys = {}
+    for model in model_names:
+        keys[model] = metric_types.MetricKey(name=ROWS_NAME, model_name=model, output_name=output_name,
+                                             example_weighted=example_weighted)
+        computations.append(_rows_computation(keys[model], eval_config))
+    emit = _EmitRows(keys, candidates[0], partition, features, output_name, example_weighted)
+    computations.append(metric_types.DerivedMetricComputation(keys=[], result=emit))
+    return computations
+
+
+class EvalRows(metric_types.Metric):
+    """Per-example rows of the eval split: id, 0/1 label vector and each model's prediction vector.
+
+    TFMA writes aggregates only; the intervals (DeLong), the metrics at tuned thresholds and the
+    error thumbnails need each example. These rows come from the shared rows combiner the other
+    metrics use (no second pass over the data), one partition cell per slice: see _EmitRows.
+    Read them back with components.eval_table.load_eval_table.
+    """
+
+    def __init__(self, partition: Sequence[str] = (), name: str = "eval_rows") -> None:
+        super().__init__(_eval_rows_computations, partition=list(partition), name=name)

@@ -21,6 +21,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from components import serving_folder
 from components.image_example_gen.ingest import DEFAULT_MAX_IMAGE_PIXELS
 
 IMAGES_SIGNATURE = "predict_images"
@@ -30,27 +31,23 @@ LABELS_FILE = os.path.join("assets.extra", "labels.json")
 
 
 def latest_model_dir(serving_dir: str, pipeline_name: str) -> str:
-    """The newest pushed model: <serving_dir>/<pipeline_name>/<highest numeric version>/.
+    """The model TF Serving serves: ``<serving_dir>/<pipeline_name>/<highest numeric version>/``.
 
     Args:
       serving_dir: Pusher's base folder.
       pipeline_name: the pipeline's name.
 
     Returns:
-      The version folder (holding saved_model.pb).
+      The version folder (holding saved_model.pb), by its real name (``0099`` stays ``0099``).
 
     Raises:
       FileNotFoundError: no pushed model there.
     """
     base = os.path.join(serving_dir, pipeline_name)
-    versions = sorted(
-        (int(n) for n in (os.listdir(base) if os.path.isdir(base) else [])
-         if n.isdigit() and os.path.exists(os.path.join(base, n, "saved_model.pb"))),
-        reverse=True,
-    )
-    if not versions:
+    found = serving_folder.served_model_dir(base)
+    if found is None:
         raise FileNotFoundError(f"no pushed model in {base} (run the pipeline until a model is blessed and pushed)")
-    return os.path.join(base, str(versions[0]))
+    return found
 
 
 def list_files(folder: str) -> list[str]:

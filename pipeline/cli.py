@@ -85,7 +85,7 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, setup_file_default: str 
         "--max-auc-regression",
         type=float,
         default=defaults.max_auc_regression,
-        help="allowed macro-AUC drop against the latest blessed model",
+        help="allowed macro-AUC drop against the model serving now (the highest pushed version)",
     )
     parser.add_argument(
         "--min-label-auc",
@@ -115,6 +115,45 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, setup_file_default: str 
         default=defaults.fairness_min_count,
         metavar="N",
         help="a group needs N positives and N negatives of a label for its fairness comparisons to be judged",
+    )
+    parser.add_argument(
+        "--require-significance",
+        action="store_true",
+        help="the regression and fairness gates fail only on a difference that is beyond the tolerance AND "
+        "significant (its 95%% DeLong interval excludes 0); default: the point estimate decides",
+    )
+    parser.add_argument(
+        "--threshold-policy",
+        default=defaults.threshold_policy,
+        metavar="f1|precision=P|recall=R|fixed=T",
+        help="how each label's decision threshold is chosen on out-of-fold predictions (default f1)",
+    )
+    parser.add_argument(
+        "--label-threshold-policy",
+        action="append",
+        type=label_policy,
+        default=None,
+        metavar="LABEL=POLICY",
+        help="the policy of one label, repeatable, e.g. --label-threshold-policy race_other=precision=0.8",
+    )
+    parser.add_argument(
+        "--threshold-min-positives",
+        type=int,
+        default=defaults.threshold_min_positives,
+        metavar="N",
+        help="a label with fewer than N out-of-fold positives (or negatives) keeps the threshold 0.5",
+    )
+    parser.add_argument(
+        "--calibration",
+        default=defaults.calibration,
+        choices=("prior", "platt", "none"),
+        help="calibration of the exported probabilities (default prior: undo the positive-class weighting, "
+        "p / (p + w (1 - p)); platt: a logistic fit on out-of-fold predictions; none)",
+    )
+    parser.add_argument(
+        "--no-report-images",
+        action="store_true",
+        help="leave the thumbnails of misclassified eval images out of the HTML report (privacy)",
     )
     parser.add_argument("--no-cache", action="store_true", help="rerun every component")
     parser.add_argument(
@@ -207,6 +246,14 @@ def label_value(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"expected LABEL=NUMBER, e.g. race_other=0.65, got {text!r}") from None
 
 
+def label_policy(text: str) -> tuple[str, str]:
+    """argparse type for LABEL=POLICY (a per-label threshold policy; checked by PipelineConfig.validate)."""
+    name, sep, policy = text.partition("=")
+    if not sep or not name.strip() or not policy.strip():
+        raise argparse.ArgumentTypeError(f"expected LABEL=POLICY, e.g. race_other=precision=0.8, got {text!r}")
+    return name.strip(), policy.strip()
+
+
 def beam_profile_from_args(args: argparse.Namespace) -> beam_profiles.BeamProfile:
     """Builds the Beam runner profile from parsed flags (validated by beam_profiles.beam_args).
 
@@ -264,8 +311,8 @@ def config_from_args(
     Args:
       args: flags added by add_pipeline_flags.
       data_dir / pipeline_root / serving_dir / metadata_path: chosen by the runner.
-      overrides: other PipelineConfig fields a runner decides (e.g. the Kubeflow runner's
-        baseline_strategy and the schema path inside its image).
+      overrides: other PipelineConfig fields a runner decides (e.g. the schema path inside the
+        Kubeflow image).
 
     Raises:
       ValueError: a setting is invalid (the message names it).
@@ -294,6 +341,12 @@ def config_from_args(
         label_auc_floors=tuple(args.label_auc_floor or ()),
         max_fairness_gap=args.max_fairness_gap,
         fairness_min_count=args.fairness_min_count,
+        require_significance=args.require_significance,
+        threshold_policy=args.threshold_policy,
+        label_threshold_policies=tuple(args.label_threshold_policy or ()),
+        threshold_min_positives=args.threshold_min_positives,
+        calibration=args.calibration,
+        report_images=not args.no_report_images,
         enable_cache=not args.no_cache,
         beam_pipeline_args=beam_profiles.beam_args(beam_profile_from_args(args)) or DEFAULT_BEAM_ARGS,
         worker_check_timeout_s=args.worker_check_timeout,

@@ -14,6 +14,7 @@ import re
 
 from components.evaluation import GateSettings
 from components.image_example_gen import spans
+from components.trainer import calibration, decision
 from pipeline import labels
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -27,11 +28,6 @@ DEFAULT_BEAM_ARGS: tuple[str, ...] = ()
 
 # Must match components.trainer.backbones.BACKBONE_NAMES (a test checks it); the first is the default.
 BACKBONES: tuple[str, ...] = ("efficientnet_lite0", "mobilenet_v2", "efficientnet_b0", "resnet50", "vgg16")
-
-# How the Evaluator's baseline is found. "latest_blessed_other" (local default) skips the candidate
-# itself, so an unchanged re-run is fully cached; KubeflowV2's compiler only knows TFX's
-# LatestBlessedModelStrategy ("latest_blessed"), which runner_kfp therefore picks.
-BASELINE_STRATEGIES: tuple[str, ...] = ("latest_blessed_other", "latest_blessed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,18 +59,26 @@ class PipelineConfig:
       fine_tune_layers: after head training, fine-tune this many top backbone layers (0: off; slower).
       fine_tune_epochs: epochs of that fine-tuning phase.
       min_macro_auc: the Evaluator blesses only above this macro-average AUC.
-      max_auc_regression: allowed macro-AUC drop against the latest blessed model.
+      max_auc_regression: allowed macro-AUC drop against the model serving now (the highest version
+        in the serving folder).
       min_label_auc: AUC floor of every label on the eval split (None: off), see components.evaluation.
       label_auc_floors: (label name, floor) pairs overriding min_label_auc for single labels.
       max_fairness_gap: largest allowed AUC gap of a label between two race groups or two genders
         (None: no fairness gate).
       fairness_min_count: positives and negatives a group needs for its fairness comparisons to count.
+      require_significance: the regression and fairness gates fail only on differences that are
+        significant (95% DeLong interval excludes 0) as well as beyond their tolerance.
+      threshold_policy: decision-threshold policy of every label: f1, precision=P, recall=R or fixed=T.
+      label_threshold_policies: (label name, policy) pairs overriding threshold_policy.
+      threshold_min_positives: labels with fewer out-of-fold positives (or negatives) keep 0.5.
+      calibration: how the exported probabilities are calibrated: prior (undo the positive weighting),
+        platt (fitted out of fold) or none.
+      report_images: put thumbnails of the eval images the model got most wrong into local reports.
       enable_cache: reuse outputs of components whose inputs did not change.
       beam_pipeline_args: arguments for every Beam-based component.
       worker_check_timeout_s: before the Beam steps of a run on a remote runner, a canary job
         (pipeline.beam_canary) must find a worker within this many seconds; None: the default
         of the environment (120 s, DOCKER 600 s, Dataflow 900 s); 0: no check.
-      baseline_strategy: one of BASELINE_STRATEGIES (see there).
     """
 
     data_dir: str
@@ -106,10 +110,15 @@ class PipelineConfig:
     label_auc_floors: tuple[tuple[str, float], ...] = ()
     max_fairness_gap: float | None = 0.15
     fairness_min_count: int = 20
+    require_significance: bool = False
+    threshold_policy: str = decision.DEFAULT_POLICY
+    label_threshold_policies: tuple[tuple[str, str], ...] = ()
+    threshold_min_positives: int = decision.DEFAULT_MIN_POSITIVES
+    calibration: str = "prior"
+    report_images: bool = True
     enable_cache: bool = True
     beam_pipeline_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
     worker_check_timeout_s: float | None = None
-    baseline_strategy: str = "latest_blessed_other"
 
     def gate_settings(self) -> GateSettings:
         """The Evaluator's gate thresholds (components.evaluation.GateSettings) of this config."""
@@ -120,6 +129,7 @@ class PipelineConfig:
             label_auc_floors=self.label_auc_floors,
             max_fairness_gap=self.max_fairness_gap,
             fairness_min_count=self.fairness_min_count,
+            require_significance=self.require_significance,
         )
 
     def validate(self) -> None:
@@ -150,6 +160,13 @@ class PipelineConfig:
         if self.train_buckets < 1 or self.eval_buckets < 1:
             raise ValueError("train and eval hash buckets must both be >= 1")
         self.gate_settings().validate(labels.LABEL_NAMES)
+        decision.policies_for(labels.LABEL_NAMES, self.threshold_policy, dict(self.label_threshold_policies))
+        if self.threshold_min_positives < 1:
+            raise ValueError(f"threshold min positives must be >= 1, got {self.threshold_min_positives}")
+        if self.calibration not in calibration.METHODS:
+            raise ValueError(
+                f"unknown calibration {self.calibration!r}; choose one of {', '.join(calibration.METHODS)}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be within [0, 1), got {self.dropout}")
         if self.weights_file and self.backbone == BACKBONES[0]:
@@ -161,10 +178,6 @@ class PipelineConfig:
         if self.worker_check_timeout_s is not None and not self.worker_check_timeout_s >= 0:
             raise ValueError(
                 f"worker check timeout must be >= 0 seconds (0: no check), got {self.worker_check_timeout_s}"
-            )
-        if self.baseline_strategy not in BASELINE_STRATEGIES:
-            raise ValueError(
-                f"unknown baseline strategy {self.baseline_strategy!r}; choose one of {', '.join(BASELINE_STRATEGIES)}"
             )
 
 

@@ -8,11 +8,15 @@ or kfp at import time.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import ipaddress
 import json
+import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
+import urllib.parse
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from pipeline import beam_canary
@@ -22,9 +26,13 @@ from pipeline.config import PipelineConfig
 CONTAINER_REPO_ROOT = "/facepipe"
 CONTAINER_SCHEMA_PATH = f"{CONTAINER_REPO_ROOT}/schema/schema.pbtxt"
 CONTAINER_SETUP_FILE = f"{CONTAINER_REPO_ROOT}/setup.py"
-# KubeflowV2's compiler only knows TFX's LatestBlessedModelStrategy (see PipelineConfig.baseline_strategy).
-KFP_BASELINE_STRATEGY = "latest_blessed"
-PACKAGE_SUFFIXES = (".yaml", ".yml")
+# Every step runs our entrypoint (open-source KFP's inputs made what TFX expects; see there).
+ENTRYPOINT_COMMAND = ("python", "-m", "pipeline.kfp_entrypoint")
+# Where the compiled pipeline runs: open-source KFP 2.x (a .yaml PipelineSpec, what kfp.Client
+# uploads) or Vertex AI Pipelines (a .json PipelineJob). Both from the same create_pipeline.
+TARGET_KFP, TARGET_VERTEX = "kfp", "vertex"
+TARGETS = (TARGET_KFP, TARGET_VERTEX)
+PACKAGE_SUFFIXES = {TARGET_KFP: (".yaml", ".yml"), TARGET_VERTEX: (".json",)}
 
 # Credentials: a bearer token in KFP_TOKEN, or a file holding one (KFP's own variable for a
 # projected service-account token). Read, passed to the client, never printed.
@@ -76,16 +84,19 @@ def check_image(image: str) -> str:
     return image
 
 
-def check_package_path(path: str) -> str:
-    """Checks that a pipeline package path ends in .yaml/.yml, the form KFP 2.x clients upload.
+def check_package_path(path: str, target: str = TARGET_KFP) -> str:
+    """Checks that a package path has the suffix its target takes.
 
-    TFX writes a .json path as a Vertex AI PipelineJob, which kfp.Client cannot upload.
+    Open-source KFP 2.x uploads a .yaml PipelineSpec; Vertex AI runs a .json PipelineJob.
 
     Raises:
-      ValueError: another suffix.
+      ValueError: another suffix, or an unknown target.
     """
-    if not path.endswith(PACKAGE_SUFFIXES):
-        raise ValueError(f"the pipeline package must be a .yaml file (what KFP 2.x uploads), got {path!r}")
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    if not path.endswith(PACKAGE_SUFFIXES[target]):
+        what = {TARGET_KFP: "a .yaml file (what KFP 2.x uploads)", TARGET_VERTEX: "a .json file (a Vertex PipelineJob)"}
+        raise ValueError(f"the {target} pipeline package must be {what[target]}, got {path!r}")
     return path
 
 
@@ -164,49 +175,94 @@ def write_package(spec: dict[str, Any], path: str) -> None:
         yaml.safe_dump(spec, f, sort_keys=True)
 
 
-def compile_pipeline(config: PipelineConfig, image: str, output_path: str) -> dict[str, Any]:
-    """Compiles create_pipeline(config) into a KFP 2.x pipeline spec file.
+def disable_caching(spec: dict[str, Any], task_names: Iterable[str]) -> dict[str, Any]:
+    """Turns KFP's cache off for the given tasks (changed in place).
 
-    Args:
-      config: settings; baseline_strategy must be "latest_blessed" and metadata_path None
-        (KFP brings its own ML Metadata).
-      image: the container image every component runs in (built from the Dockerfile).
-      output_path: the .yaml package to write.
-
-    Returns:
-      The PipelineSpec as a dict (as written).
+    KFP's cache key covers input artifact ids, parameters, image and command: not the data or
+    serving folder a step reads. Without this, a nightly run with the same data root would reuse
+    the first night's ImageExampleGen (and everything after it).
 
     Raises:
-      ValueError: a setting the Kubeflow pipeline cannot use.
+      ValueError: a task the spec does not have.
     """
-    check_package_path(output_path)
+    tasks = spec["root"]["dag"]["tasks"]
+    for name in task_names:
+        if name not in tasks:
+            raise ValueError(f"no task {name!r} in the compiled spec")
+        tasks[name]["cachingOptions"] = {"enableCache": False}
+    return spec
+
+
+def unsupported_on_kfp(spec: dict[str, Any]) -> list[str]:
+    """What open-source KFP 2.x cannot run in a spec, one line per task (empty: nothing).
+
+    Its Argo compiler refuses resolver executors and artifact iterators (``backend/src/v2/
+    compiler/argocompiler``), and its backend never runs a ``preCacheCheck`` hook, so a step that
+    relies on one (TFX's FileBasedExampleGen driver: span and input fingerprint) reads stale data.
+    """
+    executors = spec.get("deploymentSpec", {}).get("executors", {})
+    problems = []
+    for name, task in sorted(spec["root"]["dag"]["tasks"].items()):
+        label = spec.get("components", {}).get(task.get("componentRef", {}).get("name", ""), {}).get("executorLabel")
+        executor = executors.get(label, {})
+        if "resolver" in executor:
+            problems.append(f"task {name!r} is a resolver, which only Vertex AI runs")
+        if "iterator" in task or "artifactIterator" in task or "parameterIterator" in task:
+            problems.append(f"task {name!r} iterates over artifacts or parameters")
+        if executor.get("container", {}).get("lifecycle", {}).get("preCacheCheck"):
+            problems.append(f"task {name!r} needs its preCacheCheck driver, which open-source KFP never runs")
+    return problems
+
+
+def compile_pipeline(config: PipelineConfig, image: str, output_path: str, target: str = TARGET_KFP) -> dict[str, Any]:
+    """Compiles create_pipeline(config) for open-source KFP 2.x (.yaml) or Vertex AI (.json).
+
+    Args:
+      config: settings; metadata_path must be None (Kubeflow brings its own ML Metadata).
+      image: the container image every component runs in (built from the Dockerfile).
+      output_path: the package to write (.yaml for kfp, .json for vertex).
+      target: TARGET_KFP or TARGET_VERTEX.
+
+    Returns:
+      The PipelineSpec as a dict (as written; for vertex, the PipelineJob's pipelineSpec).
+
+    Raises:
+      ValueError: a setting the pipeline cannot use, or (kfp) a task open-source KFP cannot run.
+    """
+    check_package_path(output_path, target)
     check_image(image)
-    if config.baseline_strategy != KFP_BASELINE_STRATEGY:
-        raise ValueError(
-            f"the Kubeflow compiler supports only baseline_strategy={KFP_BASELINE_STRATEGY!r}, "
-            f"got {config.baseline_strategy!r}"
-        )
     if config.metadata_path:
         raise ValueError("a Kubeflow pipeline uses the cluster's ML Metadata; metadata_path must be None")
 
     from tfx import v1 as tfx
 
-    from pipeline.pipeline import create_pipeline
+    from pipeline.pipeline import READS_OUTSIDE_ARTIFACTS, create_pipeline
 
     tfx_pipeline = create_pipeline(config, runtime_parameters=True)
     defaults = runtime_parameter_defaults(tfx_pipeline)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
             default_image=image,
+            default_commands=list(ENTRYPOINT_COMMAND),
             # Schema 2.1 (parameterType, parameter values): what KFP 2.x backends and SDKs use.
             use_pipeline_spec_2_1=True,
         ),
     )
     job = runner.run(tfx_pipeline, write_out=False)
     spec = finish_pipeline_spec(job["pipelineSpec"], defaults, config.pipeline_root)
+    disable_caching(spec, READS_OUTSIDE_ARTIFACTS)
     # Job-server Beam profiles: each Beam step checks its workers before it runs (pipeline.beam_canary).
     beam_canary.guard_beam_steps(spec, config.beam_pipeline_args, config.worker_check_timeout_s)
-    write_package(spec, output_path)
+    if target == TARGET_KFP:
+        problems = unsupported_on_kfp(spec)
+        if problems:
+            raise ValueError(f"open-source KFP cannot run this pipeline: {problems[0]} (use --target vertex)")
+        write_package(spec, output_path)
+    else:
+        job["pipelineSpec"] = spec
+        os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
+        with open(output_path, "w") as f:
+            json.dump(job, f, indent=2, sort_keys=True)
     return spec
 
 
@@ -637,6 +693,69 @@ def one_line(error: BaseException, token: Token | None = None) -> str:
     if token is not None and token.reveal():
         text = text.replace(token.reveal(), "***")
     return text[:400]
+
+
+def is_loopback(endpoint: str) -> bool:
+    """Whether an endpoint's host is this machine (localhost, 127.0.0.0/8, ::1): kubectl port-forward."""
+    host = urllib.parse.urlsplit(endpoint).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_token_transport(endpoint: str, token: Token | None, insecure: bool = False) -> None:
+    """Refuses to send a bearer token in clear text to another machine.
+
+    Raises:
+      ValueError: a token, a plain ``http://`` endpoint that is not loopback, and no ``insecure``.
+    """
+    scheme = urllib.parse.urlsplit(endpoint).scheme.lower()
+    if token is not None and scheme == "http" and not is_loopback(endpoint) and not insecure:
+        raise ValueError(
+            f"refusing to send the bearer token over plain http to {urllib.parse.urlsplit(endpoint).hostname}: "
+            "use https://, or --insecure if the network is trusted"
+        )
+
+
+class _RedactingFilter(logging.Filter):
+    """Makes a log record one line without a traceback, with the token masked.
+
+    kfp's client logs failed health checks with ``logging.exception``: the traceback of a
+    kfp_server_api ApiException, whose text holds the server's response headers and body. A
+    server (or proxy) that echoes the request put the bearer token on stderr that way.
+    """
+
+    def __init__(self, token: Token | None):
+        super().__init__()
+        self._token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage().splitlines()[0] if record.getMessage() else ""
+        if record.exc_info and record.exc_info[1] is not None:
+            text = f"{text}: {one_line(record.exc_info[1], self._token)}"
+        if self._token is not None and self._token.reveal():
+            text = text.replace(self._token.reveal(), "***")
+        record.msg, record.args, record.exc_info, record.exc_text, record.stack_info = text[:500], (), None, None, None
+        return True
+
+
+@contextlib.contextmanager
+def redacted_client_logs(token: Token | None) -> Iterator[None]:
+    """While active, kfp's and its HTTP stack's log records are one line each, token masked."""
+    redactor = _RedactingFilter(token)
+    loggers = [logging.getLogger(name) for name in ("", "kfp", "kfp_server_api", "urllib3")]
+    handlers = [h for h in logging.getLogger().handlers] + [logging.lastResort]
+    targets = [t for t in [*loggers, *handlers] if t is not None]
+    for target in targets:
+        target.addFilter(redactor)
+    try:
+        yield
+    finally:
+        for target in targets:
+            target.removeFilter(redactor)
 
 
 def connect(endpoint: str, token: Token | None, namespace: str | None = None) -> KfpClient:

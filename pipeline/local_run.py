@@ -203,7 +203,8 @@ def _run_locked(config: PipelineConfig, out: TextIO, run_id: str) -> dict[str, A
     summary = summarize(store, run_id)
     summary["error"] = error
     summary["log_file"] = log_file
-    summary.update(_write_report(store, run_id, config.pipeline_root, log_file))
+    summary.update(_write_report(store, run_id, config.pipeline_root, log_file, config.report_images))
+    summary.update(_update_index(store, run_id, config, error, log_file))
     summary["seconds"] = round(time.monotonic() - started, 1)
     with open(os.path.join(config.pipeline_root, SUMMARY_FILE), "w") as f:
         json.dump(summary, f, indent=2, sort_keys=True)
@@ -239,7 +240,7 @@ def check_beam_workers(config: PipelineConfig, log_file: str, progress: Callable
 
 
 def _write_report(
-    store: metadata_store.MetadataStore, run_id: str, pipeline_root: str, log_file: str
+    store: metadata_store.MetadataStore, run_id: str, pipeline_root: str, log_file: str, images: bool = True
 ) -> dict[str, Any]:
     """Writes the run's HTML/JSON report and model card; returns {"report": html path, "report_error": ...}."""
     import traceback  # noqa: PLC0415
@@ -247,12 +248,30 @@ def _write_report(
     from components.report import build  # noqa: PLC0415
 
     try:
-        paths = build.write_report(build.build_report(store, run_id), build.report_dir(pipeline_root, run_id))
+        paths = build.write_report(build.build_report(store, run_id, images=images),
+                                   build.report_dir(pipeline_root, run_id))
     except Exception as e:  # noqa: BLE001  (a report failure is shown, but must not hide the run's own result)
         with open(log_file, "a") as f:
             f.write(f"report for run {run_id} failed:\n{traceback.format_exc()}")
         return {"report": None, "report_error": f"{type(e).__name__}: {e}"}
     return {"report": paths["html"], "report_error": None}
+
+
+def _update_index(
+    store: metadata_store.MetadataStore, run_id: str, config: PipelineConfig, error: str | None, log_file: str
+) -> dict[str, Any]:
+    """Adds this run (failed and refused ones too) to <pipeline root>/reports/index.html; {"index", "index_error"}."""
+    import traceback  # noqa: PLC0415
+
+    from components.report import index  # noqa: PLC0415
+
+    try:
+        path = index.update_after_run(store, config.pipeline_root, run_id, config.pipeline_name, error)
+    except Exception as e:  # noqa: BLE001  (like the report: shown, never hiding the run's own result)
+        with open(log_file, "a") as f:
+            f.write(f"index of runs, after run {run_id}, failed:\n{traceback.format_exc()}")
+        return {"index": None, "index_error": f"{type(e).__name__}: {e}"}
+    return {"index": path, "index_error": None}
 
 
 def format_summary(summary: dict[str, Any], config: PipelineConfig) -> str:
@@ -285,12 +304,12 @@ def format_summary(summary: dict[str, Any], config: PipelineConfig) -> str:
         if summary["blessed"] and summary.get("baseline_model"):
             lines.append(
                 f"  blessed: yes (macro AUC at or above {config.min_macro_auc:g}, and no drop of more than "
-                f"{config.max_auc_regression:g} against the latest blessed model {summary['baseline_model']})"
+                f"{config.max_auc_regression:g} against the serving model {summary['baseline_model']})"
             )
         elif summary["blessed"]:
             lines.append(
-                f"  blessed: yes (macro AUC at or above {config.min_macro_auc:g}; "
-                "no earlier blessed model to compare with)"
+                f"  blessed: yes (macro AUC at or above {config.min_macro_auc:g}; no baseline: "
+                f"{summary.get('baseline_note') or 'no model serving'})"
             )
         else:
             lines.append("  blessed: NO: " + "; ".join(summary["blessing_reasons"] or ["see the Evaluator output"]))
@@ -306,6 +325,10 @@ def format_summary(summary: dict[str, Any], config: PipelineConfig) -> str:
         lines.append(f"  report: {summary['report']}")
     if summary.get("report_error"):
         lines.append(f"  REPORT FAILED: {summary['report_error']} (details in the log)")
+    if summary.get("index"):
+        lines.append(f"  index of runs: {summary['index']}")
+    if summary.get("index_error"):
+        lines.append(f"  INDEX FAILED: {summary['index_error']} (details in the log)")
     lines.append(f"  log: {summary['log_file']}")
     lines.append(f"  summary: {os.path.join(config.pipeline_root, SUMMARY_FILE)}")
     return "\n".join(lines)

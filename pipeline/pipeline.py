@@ -10,14 +10,16 @@ import tensorflow_data_validation as tfdv
 from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
-from components import baseline, evaluation
+from components import evaluation
 from components import pusher as atomic_pusher
 from components.anomaly_gate import AnomalyGate
-from components.baseline import LatestBlessedOtherModelStrategy
+from components.baseline import ServingBaseline
 from components.drift import LabelDriftCheck
 from components.evaluation_gate import EvaluationGate
+from components.evaluator import Evaluator
 from components.image_example_gen.component import ImageExampleGen
 from components.image_example_gen.ingest import DEFAULT_MAX_IMAGE_PIXELS
+from components.trainer.component import Trainer
 from components.trainer.run import TrainerConfig
 from pipeline import labels, runtime_params
 from pipeline.config import PipelineConfig, code_fingerprint
@@ -34,10 +36,14 @@ ANOMALY_GATE = "AnomalyGate"
 LABEL_DRIFT = "LabelDriftCheck"
 TRANSFORM = "Transform"
 TRAINER = "Trainer"
-BASELINE_RESOLVER = "latest_blessed_model_resolver"
+SERVING_BASELINE = "ServingBaseline"
 EVALUATOR = "Evaluator"
 EVALUATION_GATE = "EvaluationGate"
 PUSHER = "Pusher"
+# Steps that read outside the artifact store (the data folder, the serving folder): locally a
+# driver puts that state into their cache key; on Kubeflow, which runs no custom driver, their
+# caching is off (pipeline.kubeflow).
+READS_OUTSIDE_ARTIFACTS: tuple[str, ...] = (EXAMPLE_GEN, LABEL_DRIFT, SERVING_BASELINE, PUSHER)
 
 
 def serving_base(config: PipelineConfig) -> str:
@@ -49,9 +55,9 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
     """Builds the face-attribute pipeline.
 
     ImageExampleGen -> StatisticsGen -> ExampleValidator (vs the curated schema) ->
-    AnomalyGate (stops on anomalies) -> Transform -> Trainer -> Evaluator (vs thresholds and
-    the latest blessed model) -> EvaluationGate (every gate; its blessing decides) -> Pusher
-    (blessed models only).
+    AnomalyGate (stops on anomalies) -> Transform -> Trainer -> ServingBaseline (the model
+    serving now) -> Evaluator (vs thresholds and that baseline) -> EvaluationGate (every gate;
+    its blessing decides) -> Pusher (blessed models only).
 
     Args:
       config: the run's settings.
@@ -130,50 +136,48 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
         early_stopping_patience=config.early_stopping_patience,
         fine_tune_layers=config.fine_tune_layers,
         fine_tune_epochs=config.fine_tune_epochs,
-        code_version=code_fingerprint("components.trainer", "pipeline.labels"),
+        threshold_policy=config.threshold_policy,
+        label_threshold_policies=dict(config.label_threshold_policies),
+        threshold_min_positives=config.threshold_min_positives,
+        calibration=config.calibration,
+        # The Transform graph's labels are part of what a model learns from (its input fingerprint).
+        code_version=code_fingerprint("components.trainer", "components.transform", "pipeline.labels"),
     )
-    trainer = tfx.components.Trainer(
+    trainer = Trainer(
         run_fn=RUN_FN,
         examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         custom_config=dataclasses.asdict(trainer_config),
     ).with_id(TRAINER)
 
-    baseline_inputs = {
-        baseline.MODEL_KEY: tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        # Only EvaluationGate's blessings, which reflect every gate (the Evaluator's cover TFMA's alone).
-        baseline.BLESSING_KEY: tfx.dsl.Channel(
-            type=tfx.types.standard_artifacts.ModelBlessing,
-            producer_component_id=EVALUATION_GATE,
-            output_key="blessing",
+    # The model serving now, copied from the serving folder (empty when there is none, or when it
+    # is the candidate itself): no Resolver, so Kubeflow's open-source backend can run it too.
+    serving_baseline = ServingBaseline(
+        candidate=trainer.outputs["model"],
+        serving_base=serving_base(config),
+        code_version=code_fingerprint(
+            "components.baseline", "components.serving_folder", "components.pusher", "components.cache_key_driver"
         ),
-    }
-    if config.baseline_strategy == "latest_blessed_other":
-        baseline_resolver = tfx.dsl.Resolver(
-            strategy_class=LatestBlessedOtherModelStrategy,
-            **{baseline.CANDIDATE_KEY: trainer.outputs["model"]},
-            **baseline_inputs,
-        ).with_id(BASELINE_RESOLVER)
-    else:
-        # TFX's own strategy, the only blessed-model one KubeflowV2 compiles; it takes exactly the
-        # model and blessing channels (no candidate), so it may return the candidate itself.
-        baseline_resolver = tfx.dsl.Resolver(
-            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy, **baseline_inputs
-        ).with_id(BASELINE_RESOLVER)
+    ).with_id(SERVING_BASELINE)
 
-    evaluator = tfx.components.Evaluator(
+    evaluator = Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
-        baseline_model=baseline_resolver.outputs[baseline.MODEL_KEY],
+        baseline_model=serving_baseline.outputs["baseline_model"],
         eval_config=evaluation.build_eval_config(gates=config.gate_settings()),
     ).with_id(EVALUATOR)
     # Judges every gate against the thresholds the Evaluator ran with; its blessing decides the push.
     evaluation_gate = EvaluationGate(
         evaluation_result=evaluator.outputs["evaluation"],
         model=trainer.outputs["model"],
+        baseline=serving_baseline.outputs["baseline_model"],
         label_names=json.dumps(list(labels.LABEL_NAMES)),
         fairness_min_count=config.fairness_min_count,
-        code_version=code_fingerprint("components.evaluation", "components.evaluation_gate"),
+        require_significance=int(config.require_significance),
+        code_version=code_fingerprint(
+            "components.evaluation", "components.evaluation_gate", "components.baseline", "components.eval_table",
+            "components.uncertainty",
+        ),
     ).with_id(EVALUATION_GATE)
 
     pusher = atomic_pusher.AtomicPusher(
@@ -183,7 +187,11 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_base(config))
         ),
         # Atomic (staging folder + rename) and idempotent publishing; see components/pusher.py.
-        custom_config={"code_version": code_fingerprint("components.pusher")},
+        custom_config={
+            "code_version": code_fingerprint(
+                "components.pusher", "components.serving_folder", "components.cache_key_driver"
+            )
+        },
     ).with_id(PUSHER)
 
     if runtime_parameters:
@@ -206,7 +214,7 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
             anomaly_gate,
             transform,
             trainer,
-            baseline_resolver,
+            serving_baseline,
             evaluator,
             evaluation_gate,
             pusher,

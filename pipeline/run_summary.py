@@ -122,7 +122,7 @@ def _validation_reasons(evaluation_uri: str) -> list[str]:
         for failure in per_slice.failures:
             name = failure.metric_key.name
             if failure.metric_key.is_diff:
-                name = f"change in {name} vs the latest blessed model"
+                name = f"change in {name} vs the serving model"
             reasons.append(f"{name} = {_fmt(failure.metric_value)} fails {_threshold_text(failure.metric_threshold)}")
     if result.missing_thresholds:
         reasons.append("a gated metric could not be computed (e.g. a label with no positives in the eval split)")
@@ -159,10 +159,12 @@ def summarize(store: metadata_store.MetadataStore, run_id: str) -> dict[str, Any
 
     Returns:
       A JSON-able dict: run_id, components (node id -> state), ingested, ingested_by_split,
-      quarantined, quarantined_by_reason, blessed, blessing_reasons, baseline_model, pushed_model,
+      quarantined, quarantined_by_reason, blessed, blessing_reasons, baseline_model (the serving
+      version the candidate was compared with) and baseline_note (why that one, or why none), pushed_model,
       macro_auc, per_label_auc; files_found (ingested + quarantined), spans (first/last span read) and
       drift (the LabelDriftCheck report: status ok/drift/skipped, distances, message); gates (one dict
-      per EvaluationGate gate: name, title, passed, value, threshold, summary), whose verdict ``blessed`` is.
+      per EvaluationGate gate: name, title, passed, value, threshold, summary, interval (95%, of the
+      value), within_noise), whose verdict ``blessed`` is.
     """
     runs = component_runs(store, run_id)
     summary: dict[str, Any] = {
@@ -175,6 +177,7 @@ def summarize(store: metadata_store.MetadataStore, run_id: str) -> dict[str, Any
         "blessed": None,
         "blessing_reasons": [],
         "baseline_model": None,
+        "baseline_note": None,
         "pushed_model": None,
         "macro_auc": None,
         "per_label_auc": {},
@@ -205,14 +208,21 @@ def summarize(store: metadata_store.MetadataStore, run_id: str) -> dict[str, Any
         blessing = ev.outputs.get("blessing", [None])[0]
         summary["blessed"] = bool(blessing is not None and _prop(blessing, "blessed") == 1)
         summary["blessing_reasons"] = _validation_reasons(uri)
-        baselines = ev.inputs.get("baseline_model", [])
-        summary["baseline_model"] = baselines[0].uri if baselines else None
+    if (base := runs.get(pipeline_def.SERVING_BASELINE)) and base.outputs.get("baseline_model"):
+        baseline = base.outputs["baseline_model"][0]
+        summary["baseline_model"] = _prop(baseline, "baseline_path") or None
+        summary["baseline_note"] = _prop(baseline, "baseline_note")
+        if base.state == "cached" and summary["baseline_note"]:
+            # The evaluation this run reuses was decided then (e.g. before its own model was pushed).
+            summary["baseline_note"] += " (when this evaluation first ran)"
     # The push decision is EvaluationGate's (every gate); the Evaluator's blessing covers TFMA's thresholds only.
     if (gate := runs.get(pipeline_def.EVALUATION_GATE)) and gate.outputs.get("blessing"):
         record = evaluation.read_gates(gate.outputs["blessing"][0].uri)
         if record is not None:
             keys = ("name", "title", "passed", "value", "threshold", "summary")
-            summary["gates"] = [{k: g[k] for k in keys} for g in record["gates"]]
+            # interval / within_noise: absent from records written before the intervals existed.
+            summary["gates"] = [{**{k: g[k] for k in keys}, "interval": g.get("interval"),
+                                 "within_noise": g.get("within_noise")} for g in record["gates"]]
             summary["blessed"] = bool(record["blessed"])
             failed = [g for g in record["gates"] if g["passed"] is False]
             summary["blessing_reasons"] = [f"{g['name']}: {g['summary']}" for g in failed]

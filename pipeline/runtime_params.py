@@ -12,10 +12,9 @@ equal the local pipeline's values, and the local path never sees a runtime param
 | trainer_config | Trainer custom_config       | TrainerConfig JSON (epochs, batch size, ...)           |
 | eval_config    | Evaluator eval_config       | tfma.EvalConfig JSON (blessing thresholds)             |
 
-Spans: compiled with spans="latest", every run's ExampleGen driver picks the newest
+Spans: compiled with spans="latest", every run's ImageExampleGen executor picks the newest
 ``span-<N>`` folder by itself; range_config (a static range of one span) re-reads an older one.
-The file pattern and the span mode (``spans``) stay compile-time settings: the executor's
-handling of span folders depends on both, and they must agree.
+The file pattern and the span mode (``spans``) stay compile-time settings.
 """
 
 from __future__ import annotations

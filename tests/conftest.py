@@ -16,11 +16,16 @@ E2E_NUM_IMAGES = 50
 
 @pytest.fixture(scope="session")
 def e2e_runs(tmp_path_factory):
-    """Runs the real pipeline twice on 50 generated images (the second run is fully cached).
+    """Runs the real pipeline three times on 50 generated images on one pipeline root.
+
+    The second run is fully cached; the third asks for a macro AUC of 0.99 and is refused (its
+    Evaluator and gate re-run, nothing is pushed); it is the third of the root's runs in ML
+    Metadata (tests may add later ones). The index of runs (reports/index.html) lists them all.
 
     Returns:
       (config, generation report, first summary, second summary, ML Metadata store).
     """
+    import dataclasses
     import io
 
     from ml_metadata.metadata_store import metadata_store
@@ -49,6 +54,7 @@ def e2e_runs(tmp_path_factory):
     )
     first = run_local(config, out=io.StringIO())
     second = run_local(config, out=io.StringIO())
+    run_local(dataclasses.replace(config, min_macro_auc=0.99), out=io.StringIO())  # refused
     store = metadata_store.MetadataStore(
         tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
     )

@@ -1,7 +1,8 @@
 """End to end: the real pipeline with LocalDagRunner on a few dozen generated images.
 
 Checks through ML Metadata that each component ran once, that the pushed model answers
-the raw-bytes signature, and that an unchanged second run comes entirely from the cache.
+the raw-bytes signature, and that unchanged re-runs come from the cache (the second one
+re-checks the serving folder, which the first run changed; the third is cached whole).
 """
 
 import io
@@ -15,7 +16,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from pipeline import labels, synthetic_data
 from pipeline import pipeline as pipeline_def
-from pipeline.local_run import SUMMARY_FILE
+from pipeline.local_run import SUMMARY_FILE, run_local
 from pipeline.run_summary import component_runs
 from tests.conftest import E2E_NUM_IMAGES
 
@@ -29,7 +30,9 @@ COMPONENTS = {
     pipeline_def.ANOMALY_GATE,
     pipeline_def.TRANSFORM,
     pipeline_def.TRAINER,
+    pipeline_def.SERVING_BASELINE,
     pipeline_def.EVALUATOR,
+    pipeline_def.EVALUATION_GATE,
     pipeline_def.PUSHER,
 }
 NUM_IMAGES = E2E_NUM_IMAGES
@@ -91,14 +94,25 @@ def test_summary_file_has_named_metrics(runs):
     assert saved["macro_auc"] is not None and 0.0 <= saved["macro_auc"] <= 1.0
 
 
-def test_second_run_is_fully_cached(runs):
+def test_unchanged_reruns_come_from_the_cache(runs):
     config, _, first, second, store = runs
     assert second["error"] is None
     executed = component_runs(store, second["run_id"])
-    for node in COMPONENTS:
+    # The first run's push changed the serving folder, so the Pusher looks again (and finds its model serving).
+    for node in COMPONENTS - {pipeline_def.PUSHER}:
         assert executed[node].state == "cached", (node, executed[node].state)
-    assert len(store.get_artifacts_by_type("Model")) == 1  # the cached run trained no second model
+    assert executed[pipeline_def.PUSHER].state == "complete"
+    pushed = executed[pipeline_def.PUSHER].outputs["pushed_model"][0]
+    assert pushed.custom_properties["already_serving"].int_value == 1
+    assert second["pushed_model"] == first["pushed_model"]
+    assert len(store.get_artifacts_by_type("Model")) == 2  # one model, and one (empty) baseline artifact
     versions = os.listdir(os.path.join(config.serving_dir, config.pipeline_name))
     assert len([v for v in versions if v.isdigit()]) == 1  # nothing pushed twice
     states = {e.last_known_state for e in store.get_executions()}
     assert metadata_store_pb2.Execution.FAILED not in states
+
+    third = run_local(config, out=io.StringIO())  # nothing changed since the second run: all cached
+    executed = component_runs(store, third["run_id"])
+    assert {executed[node].state for node in COMPONENTS} == {"cached"}, {n: executed[n].state for n in COMPONENTS}
+
+

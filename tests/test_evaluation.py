@@ -163,6 +163,9 @@ def _write_examples(path, candidate: dict, baseline: dict, seed: int = 0) -> Non
                 base = np.array([_scores(rng, y[j : j + 1], baseline.get((group, name), "fair"))[0]
                                  for j, name in enumerate(LABELS3)])
                 feature = {
+                    labels.FILENAME_KEY: tf.train.Feature(
+                        bytes_list=tf.train.BytesList(value=[f"{group}/{i:04d}.jpg".encode()])
+                    ),
                     labels.LABELS_KEY: tf.train.Feature(float_list=tf.train.FloatList(value=y)),
                     "candidate_scores": tf.train.Feature(float_list=tf.train.FloatList(value=cand)),
                     "baseline_scores": tf.train.Feature(float_list=tf.train.FloatList(value=base)),

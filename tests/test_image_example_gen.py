@@ -127,3 +127,80 @@ def test_split_is_stable_across_runs(tmp_path):
         return sorted(e.features.feature["filename"].bytes_list.value[0] for e in _read_split(ex.uri, "eval"))
 
     assert eval_names(first) == eval_names(second)
+
+
+# --- what a run ingested, and what the local cache key sees -----------------------------------------
+
+
+def _folder(path, seeds=(1, 2, 3, 4, 5, 6)):
+    path.mkdir(parents=True)
+    for i, seed in enumerate(seeds):
+        (path / _name(20 + i, i % 2, i % 5, i)).write_bytes(_image_bytes(seed))
+    (path / "bad name.jpg").write_bytes(_image_bytes(9))
+    return path
+
+
+@pytest.mark.slow
+def test_data_fingerprint_is_what_was_ingested_not_where_or_when(tmp_path):
+    from components import artifact_properties
+    from components.image_example_gen import driver
+
+    def fingerprint(folder, out):
+        return executor.run_on_folder(str(folder), str(tmp_path / out)).get_string_custom_property(
+            artifact_properties.DATA_FINGERPRINT
+        )
+
+    first = _folder(tmp_path / "a")
+    copy = _folder(tmp_path / "b")  # the same files elsewhere, written later
+    key = driver.data_folder_key(_exec_properties(first))
+    base = fingerprint(first, "o1")
+    assert len(base) == 64 and fingerprint(copy, "o2") == base
+    os.utime(first / _name(20, 0, 0, 0), (1, 1))  # only a file time changes
+    assert fingerprint(first, "o3") == base
+    assert driver.data_folder_key(_exec_properties(first)) != key  # the local cache key does see it
+    (first / _name(20, 0, 0, 0)).write_bytes(_image_bytes(77))  # the same name, another image
+    assert fingerprint(first, "o4") != base
+    (copy / "nested").mkdir()
+    (copy / "nested" / _name(50, 1, 1, 9)).write_bytes(_image_bytes(8))  # a new file two folders deep
+    assert fingerprint(copy, "o5") != base
+    (copy / "nested" / _name(50, 1, 1, 9)).unlink()
+    (copy / "notes.txt").write_text("not an image")  # only the quarantine list changes
+    assert fingerprint(copy, "o6") != base
+
+
+def _exec_properties(folder) -> dict:
+    from tfx.components.example_gen import utils
+    from tfx.proto import example_gen_pb2
+    from tfx.utils import proto_utils
+
+    return {
+        "input_base": str(folder),
+        "input_config": proto_utils.proto_to_json(utils.make_default_input_config()),
+        "output_config": proto_utils.proto_to_json(example_gen_pb2.Output()),
+        executor.SPANS_KEY: "",
+    }
+
+
+def test_the_executor_resolves_the_span_without_a_driver(tmp_path):
+    from tfx.components.example_gen import utils
+    from tfx.utils import proto_utils
+
+    from components.image_example_gen.component import span_input_config
+
+    data = tmp_path / "data"
+    _folder(data / "span-1", seeds=(1, 2))
+    _folder(data / "span-2", seeds=(3, 4, 5))
+    input_config, range_config = span_input_config("latest")
+    overrides = {"input_config": proto_utils.proto_to_json(input_config), executor.SPANS_KEY: "latest"}
+    latest = executor.run_on_folder(str(data), str(tmp_path / "o1"), **overrides)
+    assert latest.get_int_custom_property(utils.SPAN_PROPERTY_NAME) == 2
+    assert latest.get_int_custom_property(executor.FILES_FOUND_PROPERTY) == 4
+    span_1 = '{"static_range": {"start_span_number": 1, "end_span_number": 1}}'
+    one = executor.run_on_folder(str(data), str(tmp_path / "o2"), range_config=span_1, **overrides)
+    assert one.get_int_custom_property(utils.SPAN_PROPERTY_NAME) == 1
+    assert one.get_int_custom_property(executor.FILES_FOUND_PROPERTY) == 3
+    with pytest.raises(ValueError, match="span 7 was requested"):
+        executor.run_on_folder(
+            str(data), str(tmp_path / "o3"),
+            range_config='{"static_range": {"start_span_number": 7, "end_span_number": 7}}', **overrides,
+        )

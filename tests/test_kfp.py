@@ -31,7 +31,6 @@ COMPILE_TO_GCS = [
     "compile", "--image", IMAGE, "--data-dir", "gs://d", "--pipeline-root", "gs://r", "--serving-dir", "gs://s"
 ]
 SECRET = "s3cr3t-t0ken-value-4f1d"
-RESOLVER = "latest_blessed_model_resolver"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,17 +421,33 @@ def test_cli_endpoint_and_token_from_the_environment(tmp_path, capsys):
     client = FakeKfpClient()
     token_file = tmp_path / "token"
     token_file.write_text(SECRET)
-    environ = {kubeflow.ENDPOINT_ENV: "http://kfp.local:8080", kubeflow.TOKEN_PATH_ENV: str(token_file)}
-    status, lines, _ = _main(["list"], client, capsys, environ=environ)
-    assert status == 0 and client.endpoint == "http://kfp.local:8080" and client.token == SECRET
+    environ = {kubeflow.ENDPOINT_ENV: "http://localhost:8080", kubeflow.TOKEN_PATH_ENV: str(token_file)}
+    status, lines, _ = _main(["list"], client, capsys, environ=environ)  # loopback (kubectl port-forward): allowed
+    assert status == 0 and client.endpoint == "http://localhost:8080" and client.token == SECRET
     assert lines == ["0 schedule(s) in experiment 'facepipe'"]
+
+
+@pytest.mark.parametrize("endpoint", ["http://kfp.example.com/pipeline", "http://10.0.0.7:8888", "HTTP://kfp"])
+def test_a_token_is_never_sent_in_clear_text_to_another_machine(endpoint, capsys):
+    client = FakeKfpClient()
+    status, _, err = _main(["list", "--endpoint", endpoint], client, capsys)
+    assert status == 2 and "refusing to send the bearer token over plain http" in err and client.token is None
+    assert SECRET not in err
+    status, _, _ = _main(["list", "--endpoint", endpoint, "--insecure"], client, capsys)
+    assert status == 0 and client.token == SECRET
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:8080", "http://[::1]:8080", "http://127.3.4.5"])
+def test_loopback_endpoints_are_allowed_over_http(endpoint):
+    kubeflow.check_token_transport(endpoint, kubeflow.Token(SECRET))
+    kubeflow.check_token_transport("http://kfp.example.com", None)  # no token, nothing to leak
 
 
 def test_cli_server_errors_are_one_line_without_the_token(package, capsys):
     client = FakeKfpClient()
     client.fail_create_recurring = RuntimeError(f"403 Forbidden for Bearer {SECRET}")
     status, _, err = _main(
-        ["schedule", "--endpoint", "http://kfp", "--package", package, "--cron", "@daily"], client, capsys
+        ["schedule", "--endpoint", "https://kfp", "--package", package, "--cron", "@daily"], client, capsys
     )
     assert status == 1 and err.count("\n") == 1 and "Kubeflow Pipelines request failed" in err and "***" in err
 
@@ -587,7 +602,6 @@ def _kfp_config(**changes) -> PipelineConfig:
         pipeline_root="gs://facepipe-test/root",
         serving_dir="gs://facepipe-test/serving",
         schema_path=kubeflow.CONTAINER_SCHEMA_PATH,
-        baseline_strategy=kubeflow.KFP_BASELINE_STRATEGY,
         epochs=7,
     )
     return dataclasses.replace(config, **changes)
@@ -602,22 +616,16 @@ def compiled(tmp_path_factory):
     return {"flat": (flat, str(out / "facepipe.yaml")), "spans": (spans, str(out / "facepipe-spans.yaml"))}
 
 
-def _collapse(task: str) -> str:
-    # KubeflowV2 compiles the baseline Resolver into two tasks: <id>-model-blessing-resolver, <id>-model-resolver.
-    return RESOLVER if task.startswith(RESOLVER + "-") else task
-
-
 def _kfp_graph(spec: dict) -> tuple[set, set]:
     edges, wiring = set(), set()
     for name, task in spec["root"]["dag"]["tasks"].items():
         for dep in task.get("dependentTasks", []):
-            edges.add((_collapse(dep), _collapse(name)))
+            edges.add((dep, name))
         for key, source in task.get("inputs", {}).get("artifacts", {}).items():
             producer = source["taskOutputArtifact"]["producerTask"]
-            edges.add((_collapse(producer), _collapse(name)))
-            if not name.startswith(RESOLVER):
-                wiring.add((name, key, _collapse(producer), source["taskOutputArtifact"]["outputArtifactKey"]))
-    return {e for e in edges if e[0] != e[1]}, wiring
+            edges.add((producer, name))
+            wiring.add((name, key, producer, source["taskOutputArtifact"]["outputArtifactKey"]))
+    return edges, wiring
 
 
 def _local_graph(config: PipelineConfig) -> tuple[set, set, set]:
@@ -631,10 +639,9 @@ def _local_graph(config: PipelineConfig) -> tuple[set, set, set]:
         pn = node.pipeline_node
         nodes.add(pn.node_info.id)
         edges |= {(up, pn.node_info.id) for up in pn.upstream_nodes}
-        if pn.node_info.id != RESOLVER:
-            for key, channels in pn.inputs.inputs.items():
-                for c in channels.channels:
-                    wiring.add((pn.node_info.id, key, c.producer_node_query.id, c.output_key))
+        for key, channels in pn.inputs.inputs.items():
+            for c in channels.channels:
+                wiring.add((pn.node_info.id, key, c.producer_node_query.id, c.output_key))
     return nodes, edges, wiring
 
 
@@ -646,7 +653,8 @@ def test_spec_loads_with_kfp(compiled):
 
     spec, path = compiled["flat"]
     proto = kubeflow.load_pipeline_spec(path)  # strict: unknown fields are errors
-    assert json_format.MessageToDict(proto) == spec
+    # The same spec (the file spells out enableCache: false, which the proto's dict form leaves out).
+    assert proto == json_format.ParseDict(spec, type(proto)())
     assert proto.schema_version == "2.1.0" and proto.pipeline_info.name == "facepipe"
     assert proto.default_pipeline_root == "gs://facepipe-test/root"
     assert _extract_pipeline_yaml(path).pipeline_spec == proto  # exactly what kfp.Client would upload
@@ -701,27 +709,67 @@ def test_runtime_parameters_default_to_the_local_values(compiled):
 
 @pytest.mark.slow
 def test_same_components_and_edges_as_the_local_pipeline(compiled):
+    from pipeline.pipeline import READS_OUTSIDE_ARTIFACTS
+
     spec, _ = compiled["flat"]
     kfp_edges, kfp_wiring = _kfp_graph(spec)
-    kfp_nodes = {_collapse(t) for t in spec["root"]["dag"]["tasks"]}
-
-    # The same config with TFX's LatestBlessedModelStrategy: identical graph.
     nodes, edges, wiring = _local_graph(_kfp_config(metadata_path=None))
-    assert kfp_nodes == nodes
+    assert set(spec["root"]["dag"]["tasks"]) == nodes  # no resolver tasks: one graph for every orchestrator
     assert kfp_edges == edges
     assert kfp_wiring == wiring
+    # KFP's cache key cannot see the data or serving folder: those steps never come from its cache.
+    caching = {name: task["cachingOptions"]["enableCache"] for name, task in spec["root"]["dag"]["tasks"].items()}
+    assert {name for name, on in caching.items() if not on} == set(READS_OUTSIDE_ARTIFACTS)
 
-    # The local default (baseline other than the candidate) differs by exactly one edge: the
-    # candidate model fed to the resolver.
-    nodes, edges, wiring = _local_graph(_kfp_config(baseline_strategy="latest_blessed_other"))
-    assert kfp_nodes == nodes
-    assert edges - kfp_edges == {("Trainer", RESOLVER)} and kfp_edges <= edges
-    assert kfp_wiring == wiring
-    assert all(
-        task["cachingOptions"]["enableCache"]
-        for name, task in spec["root"]["dag"]["tasks"].items()
-        if not name.startswith(RESOLVER)
-    )
+
+@pytest.mark.slow
+def test_open_source_kfp_can_run_every_task(compiled):
+    for spec, _ in compiled.values():
+        executors = spec["deploymentSpec"]["executors"]
+        assert all(set(e) == {"container"} for e in executors.values())  # no resolver, importer, ...
+        assert not any("lifecycle" in e["container"] for e in executors.values())  # no preCacheCheck driver
+        assert kubeflow.unsupported_on_kfp(spec) == []
+
+
+def test_what_open_source_kfp_cannot_run_is_named_by_task():
+    spec = {
+        "root": {"dag": {"tasks": {
+            "resolve": {"componentRef": {"name": "r"}},
+            "gen": {"componentRef": {"name": "g"}},
+            "loop": {"componentRef": {"name": "l"}, "artifactIterator": {"items": {}}},
+            "fine": {"componentRef": {"name": "f"}},
+        }}},
+        "components": {n: {"executorLabel": f"{n}_executor"} for n in "rglf"},
+        "deploymentSpec": {"executors": {
+            "r_executor": {"resolver": {}},
+            "g_executor": {"container": {"lifecycle": {"preCacheCheck": {"command": ["python"]}}}},
+            "l_executor": {"container": {}},
+            "f_executor": {"container": {}},
+        }},
+    }
+    problems = kubeflow.unsupported_on_kfp(spec)
+    assert len(problems) == 3
+    assert "'gen' needs its preCacheCheck driver" in problems[0]
+    assert "'loop' iterates" in problems[1]
+    assert "'resolve' is a resolver" in problems[2]
+
+
+@pytest.mark.slow
+def test_vertex_target_writes_a_pipeline_job_from_the_same_pipeline(compiled, tmp_path):
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    path = str(tmp_path / "facepipe.json")
+    spec = kubeflow.compile_pipeline(_kfp_config(), IMAGE, path, target=kubeflow.TARGET_VERTEX)
+    with open(path) as f:
+        job = json.load(f)
+    assert job["pipelineSpec"] == spec == compiled["flat"][0]  # the same spec as the .yaml
+    assert job["runtimeConfig"]["gcsOutputDirectory"] == "gs://facepipe-test/root"
+    json_format.ParseDict(job["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())  # strict
+    with pytest.raises(ValueError, match="must be a .json file"):
+        kubeflow.compile_pipeline(_kfp_config(), IMAGE, str(tmp_path / "x.yaml"), target=kubeflow.TARGET_VERTEX)
+    with pytest.raises(ValueError, match="must be a .yaml file"):
+        kubeflow.check_package_path(path)
 
 
 @pytest.mark.slow
@@ -737,19 +785,14 @@ def test_every_container_names_an_existing_module_and_class(compiled):
     assert {spec["components"][t["componentRef"]["name"]]["executorLabel"] for t in tasks.values()} == set(executors)
     ours = {"pipeline", "components"}
     checked = []
-    for label, executor in executors.items():
-        if "resolver" in executor:
-            assert label.startswith(RESOLVER)
-            continue
+    for executor in executors.values():
         container = executor["container"]
         assert container["image"] == IMAGE
-        commands = [container] + ([container["lifecycle"]["preCacheCheck"]] if "lifecycle" in container else [])
-        for command in commands:
-            assert command["command"][:2] == ["python", "-m"]
-            module = command["command"][2]
-            assert module.split(".")[0] in ours | {"tfx"}, module
-            assert importlib.util.find_spec(module) is not None, module
-            assert "{{$}}" in command["args"]  # KFP's ExecutorInput placeholder
+        # One entrypoint for every step and both backends (pipeline/kfp_entrypoint.py).
+        assert container["command"] == list(kubeflow.ENTRYPOINT_COMMAND)
+        assert importlib.util.find_spec(container["command"][2]) is not None
+        assert "{{$}}" in container["args"]  # KFP's ExecutorInput placeholder
+        assert "--json_serialized_inputs_spec_args" in container["args"]  # the declared input types
         class_path = container["args"][container["args"].index("--executor_class_path") + 1]
         assert class_path.split(".")[0] in ours | {"tfx"}, class_path
         assert issubclass(import_utils.import_class_by_path(class_path), BaseExecutor), class_path
@@ -757,12 +800,7 @@ def test_every_container_names_an_existing_module_and_class(compiled):
     assert "components.image_example_gen.executor.Executor" in checked
     assert "components.anomaly_gate.AnomalyGate_Executor" in checked
 
-    # The file-based ExampleGen got TFX's driver (span + input fingerprint) as a pre-cache-check step.
-    example_gen = executors[spec["components"]["ImageExampleGen"]["executorLabel"]]["container"]
-    assert (
-        example_gen["lifecycle"]["preCacheCheck"]["command"][2]
-        == "tfx.orchestration.kubeflow.v2.file_based_example_gen.driver"
-    )
+    assert "components.evaluator.Executor" in checked and "components.trainer.executor.Executor" in checked
 
     # Every artifact type must be importable in the container: its schema title names the class.
     import yaml
@@ -919,15 +957,16 @@ def test_example_gen_container_runs_on_a_tiny_image_folder(compiled, tmp_path):
 
 
 @pytest.mark.slow
-def test_example_gen_driver_step_resolves_the_span_given_at_run_time(compiled, tmp_path):
-    """The driver step (preCacheCheck; Vertex AI runs it): range_config picks an older span."""
+def test_example_gen_step_resolves_the_span_given_at_run_time(compiled, tmp_path):
+    """No driver step on open-source KFP: the executor itself reads the span that range_config names."""
     from pipeline import synthetic_data
 
     spec, _ = compiled["spans"]
     data = tmp_path / "faces"
     for span, n in ((1, 4), (2, 6)):
         synthetic_data.generate(
-            data / f"span-{span}", synthetic_data.SyntheticSpec(num_images=n, seed=span, image_size=32)
+            data / f"span-{span}", synthetic_data.SyntheticSpec(num_images=n, seed=span, image_size=32,
+                                                               malformed_fraction=0.0)
         )
     out = tmp_path / "ImageExampleGen"
     params = {
@@ -937,11 +976,48 @@ def test_example_gen_driver_step_resolves_the_span_given_at_run_time(compiled, t
     executor_input = _executor_input(spec, "ImageExampleGen", params, out)
     container = spec["deploymentSpec"]["executors"][spec["components"]["ImageExampleGen"]["executorLabel"]]["container"]
 
-    result = _run_entrypoint(container["lifecycle"]["preCacheCheck"], executor_input, tmp_path)
+    result = _run_entrypoint(container, executor_input, tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
 
     output = _read_executor_output(out / "executor_output.json")
-    assert output.parameter_values["span"].number_value == 1
-    input_config = json.loads(output.parameter_values["input_config"].string_value)
-    assert [s["pattern"] for s in input_config["splits"]] == ["span-1/*"]
-    assert "num_files:4," in output.parameter_values["input_fingerprint"].string_value
+    (artifact,) = output.artifacts["examples"].artifacts
+    assert artifact.metadata["span"] == 1 and artifact.metadata["files_found"] == 4
+    assert len(artifact.metadata["data_fingerprint"]) == 64
+
+
+def test_a_server_that_echoes_the_token_never_gets_it_on_the_console(monkeypatch, capsys, caplog):
+    """kfp's client logs each failed health check with the server's response (logging.exception)."""
+    import http.server
+    import threading
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802  (http.server's name)
+            body = f"upstream error; your request: {dict(self.headers)}".encode()
+            self.send_response(500)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("X-Echo-Authorization", self.headers.get("Authorization", ""))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr("kfp.client.client.time.sleep", lambda seconds: None)  # skip kfp's 5 s retry pauses
+    import runner_kfp
+
+    try:
+        status = runner_kfp.main(["list", "--endpoint", f"http://127.0.0.1:{server.server_port}"],
+                                 environ={kubeflow.TOKEN_ENV: SECRET}, out=lambda line: None)
+    finally:
+        server.shutdown()
+    captured = capsys.readouterr()
+    assert status == 1
+    assert SECRET not in captured.err + captured.out
+    # What logging handlers receive (the console's, or here pytest's): one line each, no traceback, no token.
+    kfp_records = [r for r in caplog.records if "healthz" in r.getMessage()]
+    assert len(kfp_records) == 5
+    for record in kfp_records:
+        assert record.exc_info is None and SECRET not in record.getMessage() and "\n" not in record.getMessage()
+        assert "HTTP 500" in record.getMessage()

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from components import evaluation
 from pipeline import beam_canary, beam_profiles
 from pipeline import pipeline as pipeline_def
 from pipeline.run_summary import component_runs
@@ -188,7 +189,7 @@ def _metrics(uri: str) -> dict[str, float]:
         slice_name = str(tfma.slicer.deserialize_slice_key(slice_metrics.slice_key))
         for item in slice_metrics.metric_keys_and_values:
             key, value = item.key, item.value
-            if key.model_name == "baseline" or key.is_diff or not value.HasField("double_value"):
+            if key.model_name == evaluation.BASELINE or key.is_diff or not value.HasField("double_value"):
                 continue
             values[f"{slice_name} | {key.name} | {str(key.sub_key).strip()}"] = value.double_value.value
     return values
@@ -409,7 +410,6 @@ def test_kfp_beam_steps_run_the_worker_check_before_their_executor(tmp_path):
         pipeline_root="gs://facepipe-test/root",
         serving_dir="gs://facepipe-test/serving",
         schema_path=kubeflow.CONTAINER_SCHEMA_PATH,
-        baseline_strategy=kubeflow.KFP_BASELINE_STRATEGY,
         beam_pipeline_args=flink,
         worker_check_timeout_s=300,
     )
@@ -421,9 +421,8 @@ def test_kfp_beam_steps_run_the_worker_check_before_their_executor(tmp_path):
     assert guarded == {"ImageExampleGen_executor", "StatisticsGen_executor", "Transform_executor",
                        "Evaluator_executor"}
     for label in guarded:  # then the step's own entrypoint, unchanged
-        assert commands[label][len(guard):][:2] == ["python", "-m"], label
-    assert commands["Trainer_executor"][:3] == ["python", "-m", "tfx.orchestration.kubeflow.v2.container."
-                                                "kubeflow_v2_run_executor"]
+        assert commands[label][len(guard):] == list(kubeflow.ENTRYPOINT_COMMAND), label
+    assert commands["Trainer_executor"] == list(kubeflow.ENTRYPOINT_COMMAND)
     # The written package carries the same commands, and still loads strictly as a PipelineSpec.
     kubeflow.load_pipeline_spec(str(tmp_path / "p.yaml"))
     with open(tmp_path / "p.yaml") as f:

@@ -79,6 +79,14 @@ def test_latest_version_is_the_highest_number(serving, tmp_path):
         predict.latest_model_dir(str(tmp_path), "facepipe")
 
 
+def test_latest_version_keeps_a_padded_name_and_skips_links_and_incomplete_folders(serving, tmp_path):
+    base = tmp_path / "facepipe"
+    shutil.copytree(serving / "facepipe" / "7", base / "0099")  # TF Serving reads 99
+    (base / "500").mkdir()  # no saved_model.pb: not servable
+    os.symlink(serving / "facepipe" / "12", base / "900")  # a link is never followed
+    assert predict.latest_model_dir(str(tmp_path), "facepipe") == str(base / "0099")
+
+
 def test_csv_has_a_row_per_file_probabilities_per_label_and_errors_for_bad_files(serving, images, tmp_path):
     out = tmp_path / "out" / "predictions.csv"
     summary = predict.predict_folder(predict.latest_model_dir(str(serving), "facepipe"), str(images), str(out),

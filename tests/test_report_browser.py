@@ -1,8 +1,9 @@
-"""The HTML report in a real headless Chromium (Debian's chromium package).
+"""The HTML report and the index of runs in a real headless Chromium (Debian's chromium package).
 
 Chromium is driven over the DevTools protocol (websocket-client): every console message,
 JavaScript exception, log entry and network request of the page is recorded, the DOM is
-queried for the verdict and the tables, and a 1280x2000 screenshot is checked. A first test
+queried for the verdict, the tables, the thumbnails (decoded, 64 px) and the index's links
+(each resolves to a file), and a 1280x2000 screenshot is checked. A first test
 proves the harness does catch console errors and network requests on a deliberately bad page.
 Missing chromium fails these tests (CI installs it; see .ci/run), it does not skip them.
 """
@@ -166,7 +167,24 @@ def test_harness_catches_console_errors_and_network_requests(chromium, tmp_path)
 
 def _assert_clean(page: Page, path: str) -> None:
     assert page.problems == []
-    assert page.requests == ["file://" + os.path.abspath(path)]  # nothing else fetched
+    assert page.requests[0] == "file://" + os.path.abspath(path)
+    # Nothing else fetched: only the thumbnails, which are data: URIs inside the page.
+    assert all(url.startswith("data:image/jpeg;base64,") for url in page.requests[1:]), page.requests[1:5]
+
+
+IMAGES = """JSON.stringify((() => {
+  const images = [...document.querySelectorAll('img')];
+  const links = [...document.querySelectorAll('a[href]')].map(a => a.href);
+  return {
+    images: images.length,
+    rendered: images.filter(i => i.complete && i.naturalWidth === 64 && i.width === 64).length,
+    sources: [...new Set(images.map(i => i.src.slice(0, 23)))],
+    links: links,
+    rows: [...document.querySelectorAll('#runs tbody tr')].map(r => r.dataset.run),
+    svgs: [...document.querySelectorAll('svg')].filter(s => s.getBoundingClientRect().width > 100).length,
+    text: document.body.innerText,
+  };
+})())"""
 
 
 def test_rendered_report_opens_cleanly(chromium, tmp_path):
@@ -176,6 +194,45 @@ def test_rendered_report_opens_cleanly(chromium, tmp_path):
     _assert_clean(page, str(path))
     assert page.dom["verdict"].startswith("NOT PUSHED") and page.dom["gateRows"] == 4
     _check_screenshot(page.screenshot, (255, 235, 233))  # the red verdict box
+
+
+def test_thumbnails_render_and_hostile_file_names_stay_text(chromium, tmp_path):
+    from tests.test_report_evidence import HOSTILE, evidence_report
+
+    path = tmp_path / "report.html"
+    path.write_text(html.render_html(evidence_report()))
+    page = chromium.load(str(path), IMAGES)
+    _assert_clean(page, str(path))
+    assert page.dom["images"] == 18 and page.dom["rendered"] == 18
+    assert page.dom["sources"] == ["data:image/jpeg;base64,"]
+    assert HOSTILE in page.dom["text"]  # shown as text; an <img onerror> would have been an 19th image
+
+
+@pytest.mark.e2e
+def test_index_links_resolve_and_the_reports_thumbnails_render(chromium, e2e_runs, tmp_path):
+    import urllib.parse
+
+    from components.report import build
+
+    config, _, first, second, store = e2e_runs
+    index_path = os.path.join(config.pipeline_root, "reports", "index.html")
+    page = chromium.load(index_path, IMAGES)
+    _assert_clean(page, index_path)
+    dom = page.dom
+    ids = build.run_ids(store, config.pipeline_name)  # three runs, or more if a test added some
+    assert len(ids) >= 3 and dom["rows"] == ids[::-1] and dom["rows"][-2:] == [second["run_id"], first["run_id"]]
+    assert dom["svgs"] == 1 and "not blessed" in dom["text"] and "failed gate: macro_auc_floor" in dom["text"]
+    assert len(dom["links"]) == len(ids)
+    for link in dom["links"]:
+        assert link.startswith("file://") and os.path.exists(urllib.parse.unquote(link[len("file://"):])), link
+    first_link = next(link for link in dom["links"] if first["run_id"] in urllib.parse.unquote(link))
+    report_path = urllib.parse.unquote(first_link[len("file://"):])
+    report = chromium.load(report_path, IMAGES)
+    _assert_clean(report, report_path)
+    assert report.dom["images"] > 0 and report.dom["rendered"] == report.dom["images"]
+    assert "Decision thresholds and calibration" in report.dom["text"] and "95% interval" in report.dom["text"]
+    image = _check_screenshot(chromium.load(report_path, DOM).screenshot, (218, 251, 225))
+    image.save(tmp_path / "report.png")
 
 
 @pytest.mark.e2e

@@ -9,6 +9,12 @@ File bytes are read inside ParDos and dropped once the example is written, and e
 written without the Reshuffle of TFX's WriteSplit (which holds every example in memory on the
 DirectRunner), so memory does not grow with the number of images. Each file is read twice
 (hash, then check); only small records (paths, hashes) are grouped.
+
+The executor needs no driver: it resolves ``{SPAN}`` in the input pattern itself (the newest
+``span-<N>`` folder, or the RangeConfig's span), because Kubeflow's open-source backend runs no
+ExampleGen driver. It also records a *data fingerprint* on the Examples artifact: a digest of
+every written example (its bytes and split) and of the quarantine list, so two runs that
+ingested exactly the same data can be recognized whatever the file times.
 """
 
 from __future__ import annotations
@@ -24,11 +30,11 @@ import tensorflow as tf
 from tfx.components.example_gen import utils
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
 from tfx.components.util import examples_utils
-from tfx.proto import example_gen_pb2
+from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from components import stored_gzip
+from components import artifact_properties, stored_gzip
 from components.image_example_gen import ingest, spans
 from pipeline import labels
 
@@ -49,20 +55,91 @@ INPUT_BASE_PROPERTY = "input_base"
 FILENAME_PATTERN_PROPERTY = "filename_pattern"
 
 _TFRECORD_PREFIX = "data_tfrecord"  # the name TFX's own ExampleGens use
+DATA_FINGERPRINT_FILE = "data_fingerprint.txt"  # inside the Examples artifact, beside quarantine.jsonl
 _EXAMPLES_TAG = "examples"
 _QUARANTINE_TAG = "quarantine"
 
 
-def resolve_roots(input_base: str, split_pattern: str, spans_text: str) -> list[tuple[str, str, int | None]]:
-    """Turns the (driver-resolved) split pattern into the folders to read.
+def resolve_input_config(exec_properties: dict[str, Any]) -> tuple[example_gen_pb2.Input, int | None]:
+    """The input config with ``{SPAN}`` resolved, and the span it resolved to (None without ``{SPAN}``).
 
-    A pattern whose first folder is ``span-<N>`` (what the driver makes of ``span-{SPAN}/*``)
+    Args:
+      exec_properties: the ImageExampleGen execution properties (input_base, input_config and the
+        optional range_config: a static range of one span; "" or absent means the newest span).
+
+    Returns:
+      (input config, span number or None).
+
+    Raises:
+      ValueError: a range config that is not one static span, or no matching span folder.
+    """
+    input_config = example_gen_pb2.Input()
+    proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
+    requested = None
+    range_text = exec_properties.get(standard_component_specs.RANGE_CONFIG_KEY) or ""
+    if range_text:
+        range_config = range_config_pb2.RangeConfig()
+        proto_utils.json_to_proto(range_text, range_config)
+        static = range_config.static_range
+        if range_config.WhichOneof("range") != "static_range" or static.start_span_number != static.end_span_number:
+            raise ValueError(f"range_config must be a static range of one span, got {range_text}")
+        requested = static.start_span_number
+    span = None
+    for split in input_config.splits:
+        if "{SPAN}" in split.pattern:
+            split.pattern, span = spans.resolve_single_span(
+                exec_properties[standard_component_specs.INPUT_BASE_KEY], split.pattern, requested
+            )
+    return input_config, span
+
+
+def _example_digest(serialized: bytes, split_name: str) -> int:
+    """One example's share of the data fingerprint (its split and bytes), as an integer."""
+    return int.from_bytes(hashlib.sha256(split_name.encode() + b"\0" + serialized).digest(), "big")
+
+
+class _SumDigests(beam.CombineFn):
+    """Order-independent combination of per-example digests: their sum modulo 2**256, and their count."""
+
+    def create_accumulator(self) -> tuple[int, int]:
+        return 0, 0
+
+    def add_input(self, accumulator: tuple[int, int], digest: int) -> tuple[int, int]:
+        return (accumulator[0] + digest) % (1 << 256), accumulator[1] + 1
+
+    def merge_accumulators(self, accumulators) -> tuple[int, int]:
+        total, count = 0, 0
+        for a_total, a_count in accumulators:
+            total, count = (total + a_total) % (1 << 256), count + a_count
+        return total, count
+
+    def extract_output(self, accumulator: tuple[int, int]) -> tuple[int, int]:
+        return accumulator
+
+
+def _fingerprint_line(examples: tuple[int, int], quarantine_lines: list[str], input_base: str) -> str:
+    # Quarantined files count by their path inside the data folder and their reason: a copy of the
+    # folder elsewhere is the same data (messages name full paths, so they are left out).
+    base = input_base.rstrip("/") + "/"
+    entries = sorted(
+        f"{entry['path'][len(base):] if entry['path'].startswith(base) else entry['path']}\t{entry['reason']}"
+        for entry in map(json.loads, quarantine_lines)
+    )
+    quarantine = hashlib.sha256("\n".join(entries).encode(errors="surrogateescape")).hexdigest()
+    total, count = examples
+    return hashlib.sha256(f"examples:{count}:{total:064x}\nquarantine:{quarantine}".encode()).hexdigest()
+
+
+def resolve_roots(input_base: str, split_pattern: str, spans_text: str) -> list[tuple[str, str, int | None]]:
+    """Turns the (span-resolved) split pattern into the folders to read.
+
+    A pattern whose first folder is ``span-<N>`` (what resolve_input_config makes of ``span-{SPAN}/*``)
     reads that span; a range selection reads every span folder in the range; anything else
     reads the data folder itself.
 
     Args:
       input_base: the data folder.
-      split_pattern: the input split's pattern after the driver resolved ``{SPAN}``
+      split_pattern: the input split's pattern with ``{SPAN}`` resolved (resolve_input_config)
         (e.g. ``*`` or ``span-3/*``).
       spans_text: the component's span selection ("" for a flat folder).
 
@@ -194,12 +271,15 @@ class Executor(BaseExampleGenExecutor):
         Args:
           input_dict: unused (an ExampleGen has no inputs).
           output_dict: ``examples``: the output Examples artifact.
-          exec_properties: the ImageExampleGen parameters, with the split pattern resolved by its driver.
+          exec_properties: the ImageExampleGen parameters (``{SPAN}`` is resolved here).
         """
         self._log_startup(input_dict, output_dict, exec_properties)
         self._quarantine, self._files_found, self._spans_read = [], 0, set()
-        input_config = example_gen_pb2.Input()
-        proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
+        input_config, span = resolve_input_config(exec_properties)
+        exec_properties = {
+            **exec_properties,
+            standard_component_specs.INPUT_CONFIG_KEY: proto_utils.proto_to_json(input_config),
+        }
         output_config = example_gen_pb2.Output()
         proto_utils.json_to_proto(exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], output_config)
         output = output_dict[standard_component_specs.EXAMPLES_KEY]
@@ -209,23 +289,39 @@ class Executor(BaseExampleGenExecutor):
         )
         quarantine_path = posixpath.join(examples.uri, ingest.QUARANTINE_FILE)
 
+        fingerprint_path = posixpath.join(examples.uri, DATA_FINGERPRINT_FILE)
         with self._make_beam_pipeline() as pipeline:
+            digests = []
             for split_name, split in self.GenerateExamplesByBeam(pipeline, exec_properties).items():
-                _ = (
-                    split
-                    | f"Serialize[{split_name}]" >> beam.Map(lambda e: e.SerializeToString(deterministic=True))
-                    # No Reshuffle before writing (unlike TFX's WriteSplit): the input paths were
-                    # already shuffled, and a Reshuffle of examples holds them all in memory.
-                    | f"Write[{split_name}]" >> stored_gzip.write_tfrecords_gzip(
-                        os.path.join(artifact_utils.get_split_uri(output, split_name), _TFRECORD_PREFIX)
-                    )
+                serialized = split | f"Serialize[{split_name}]" >> beam.Map(
+                    lambda e: e.SerializeToString(deterministic=True)
                 )
-            _ = (
+                # No Reshuffle before writing (unlike TFX's WriteSplit): the input paths were
+                # already shuffled, and a Reshuffle of examples holds them all in memory.
+                _ = serialized | f"Write[{split_name}]" >> stored_gzip.write_tfrecords_gzip(
+                    os.path.join(artifact_utils.get_split_uri(output, split_name), _TFRECORD_PREFIX)
+                )
+                digests.append(serialized | f"Digest[{split_name}]" >> beam.Map(_example_digest, split_name))
+            quarantine = (
                 tuple(self._quarantine)
                 | "FlattenQuarantine" >> beam.Flatten()
                 | "CollectQuarantine" >> beam.combiners.ToList()
+            )
+            _ = (
+                quarantine
                 | "SortQuarantine" >> beam.FlatMap(_sorted_by_path)  # a stable file
                 | "WriteQuarantine" >> beam.io.WriteToText(quarantine_path, shard_name_template="", num_shards=1)
+            )
+            _ = (
+                tuple(digests)
+                | "FlattenDigests" >> beam.Flatten()
+                | "SumDigests" >> beam.CombineGlobally(_SumDigests())
+                | "Fingerprint" >> beam.Map(
+                    _fingerprint_line,
+                    quarantine_lines=beam.pvalue.AsSingleton(quarantine),
+                    input_base=exec_properties[standard_component_specs.INPUT_BASE_KEY],
+                )
+                | "WriteFingerprint" >> beam.io.WriteToText(fingerprint_path, shard_name_template="", num_shards=1)
             )
 
         examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
@@ -237,13 +333,15 @@ class Executor(BaseExampleGenExecutor):
         examples.set_string_custom_property(
             FILENAME_PATTERN_PROPERTY, exec_properties.get(FILENAME_PATTERN_KEY) or labels.UTKFACE_PATTERN
         )
+        with tf.io.gfile.GFile(fingerprint_path) as f:
+            examples.set_string_custom_property(artifact_properties.DATA_FINGERPRINT, f.read().strip())
         if self._spans_read:
             examples.set_int_custom_property(FIRST_SPAN_PROPERTY, min(self._spans_read))
             examples.set_int_custom_property(LAST_SPAN_PROPERTY, max(self._spans_read))
-            selection = exec_properties.get(SPANS_KEY) or ""
-            if selection and spans.parse_span_selection(selection).is_range:
-                # The driver saw no {SPAN} in a range's pattern and recorded span 0.
-                examples.set_int_custom_property(utils.SPAN_PROPERTY_NAME, max(self._spans_read))
+        # The span read, or the last one of a range: as the Examples type's property, and as the
+        # custom property TFX's own ExampleGen driver writes (readers use either).
+        examples.span = span if span is not None else max(self._spans_read, default=0)
+        examples.set_int_custom_property(utils.SPAN_PROPERTY_NAME, examples.span)
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
         """Returns the PTransform reading one input split (see the module docstring)."""
@@ -295,7 +393,7 @@ class Executor(BaseExampleGenExecutor):
 
 
 def run_on_folder(data_dir: str, out_dir: str, pattern: str = "*", **overrides: Any) -> Any:
-    """Runs the executor directly on a folder, as its driver would for a flat folder.
+    """Runs the executor directly on a folder, as the pipeline does for a flat folder.
 
     For tests, benchmarks and debugging: no orchestrator, no ML Metadata. The split is the
     pipeline's default 80/20 hash of the file name.

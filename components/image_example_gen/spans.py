@@ -119,3 +119,33 @@ def previous_span(spans: dict[int, str], first: int) -> int | None:
     """The newest span older than ``first``, or None when ``first`` is the oldest."""
     older = [n for n in spans if n < first]
     return max(older) if older else None
+
+
+def resolve_single_span(data_dir: str, pattern: str, requested: int | None) -> tuple[str, int]:
+    """Resolves ``{SPAN}`` in a split pattern to one span folder, as TFX's ExampleGen driver would.
+
+    The executor does this itself (not a driver) so that every orchestrator reads the same span:
+    Kubeflow's open-source backend runs no ExampleGen driver at all.
+
+    Args:
+      data_dir: the data folder holding ``span-<N>`` folders.
+      pattern: a split pattern containing ``{SPAN}`` (e.g. ``span-{SPAN}/*``).
+      requested: the span to read (a RangeConfig's static span), None for the newest.
+
+    Returns:
+      (the pattern with the span folder's number in place of ``{SPAN}``, the span number).
+
+    Raises:
+      ValueError: no span folder, or not the requested one.
+    """
+    found = find_spans(data_dir)
+    if not found:
+        raise ValueError(f"no span-<N> folder in {data_dir} (the pipeline reads spans: --span)")
+    number = max(found) if requested is None else requested
+    if number not in found:
+        raise ValueError(
+            f"span {number} was requested but {data_dir} has no span-{number} folder "
+            f"(span folders found: {', '.join(found[n] for n in sorted(found))})"
+        )
+    folder_number = found[number].removeprefix("span-")
+    return pattern.replace("{SPAN}", folder_number), number

@@ -1,7 +1,8 @@
-"""Regenerates the evaluation report of a past run from ML Metadata.
+"""Regenerates the evaluation report of a past run, and the index of runs, from ML Metadata.
 
-    python -m components.report --pipeline-root outputs/pipeline_root            # latest run
+    python -m components.report --pipeline-root outputs/pipeline_root            # latest run (+ index)
     python -m components.report --pipeline-root outputs/pipeline_root --run-id ID
+    python -m components.report --pipeline-root outputs/pipeline_root --index    # only reports/index.html
     python -m components.report --pipeline-root outputs/pipeline_root --list     # recorded runs
 """
 
@@ -31,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-id", default=None, help="the run to report on (default: the latest run)")
     parser.add_argument("--pipeline-name", default=None, help="with no --run-id: the latest run of this pipeline")
     parser.add_argument("--list", action="store_true", help="list the recorded run ids and exit")
+    parser.add_argument("--index", action="store_true",
+                        help="only rebuild <pipeline root>/reports/index.html (every run) from ML Metadata")
+    parser.add_argument("--no-images", action="store_true",
+                        help="leave the thumbnails of misclassified eval images out of the report (privacy)")
     args = parser.parse_args(argv)
     # Before TensorFlow is imported: TFMA and the model code use tf_keras (Keras 2).
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -41,25 +46,27 @@ def main(argv: list[str] | None = None) -> int:
     from components.report import build  # noqa: PLC0415  (imports TFMA: seconds)
 
     try:
-        if args.list:
-            from ml_metadata.metadata_store import metadata_store  # noqa: PLC0415
-            from ml_metadata.proto import metadata_store_pb2  # noqa: PLC0415
+        if args.list or args.index:
+            store = build.open_store(metadata_path)
+            if args.list:
+                for run_id in build.run_ids(store, args.pipeline_name):
+                    print(run_id)
+                return 0
+        paths = {} if args.index else build.generate_report(
+            metadata_path, pipeline_root, args.run_id, args.pipeline_name, images=not args.no_images
+        )
+        from components.report import index  # noqa: PLC0415
 
-            if not os.path.exists(metadata_path):
-                raise ValueError(f"no ML Metadata store at {metadata_path}")
-            config = metadata_store_pb2.ConnectionConfig()
-            config.sqlite.filename_uri = metadata_path
-            config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-            for run_id in build.run_ids(metadata_store.MetadataStore(config), args.pipeline_name):
-                print(run_id)
-            return 0
-        paths = build.generate_report(metadata_path, pipeline_root, args.run_id, args.pipeline_name)
+        index_path = index.write_index(build.open_store(metadata_path), pipeline_root, args.pipeline_name,
+                                       rebuild=args.index)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"Report for run {paths['run_id']}:")
-    for key in ("html", "json", "model_card"):
-        print(f"  {paths[key]}")
+    if paths:
+        print(f"Report for run {paths['run_id']}:")
+        for key in ("html", "json", "model_card"):
+            print(f"  {paths[key]}")
+    print(f"Index of runs: {index_path}")
     return 0
 
 

@@ -17,12 +17,13 @@ from typing import Any
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from components import evaluation
+from components import eval_table, evaluation, uncertainty
+from components.trainer import calibration, decision
 from pipeline import labels
 
 REPORTS_DIR = "reports"  # <pipeline_root>/reports/<run id>/
 REPORT_JSON, REPORT_HTML, MODEL_CARD = "report.json", "report.html", "model_card.md"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: intervals, decision thresholds, calibration, error thumbnails
 MAX_LISTED_QUARANTINE = 200  # quarantined files listed one by one (all are counted by reason)
 SLICE_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("overall", ()),
@@ -60,7 +61,7 @@ def run_ids(store: metadata_store.MetadataStore, pipeline_name: str | None = Non
     return [c.name for c in sorted(chosen, key=lambda c: (c.create_time_since_epoch, c.id))]
 
 
-def _execution_property(store: metadata_store.MetadataStore, run_id: str, node_id: str, name: str) -> Any:
+def execution_property(store: metadata_store.MetadataStore, run_id: str, node_id: str, name: str) -> Any:
     """A property of one node's execution in a run (None when absent)."""
     context = store.get_context_by_type_and_name("pipeline_run", run_id)
     if context is None:
@@ -268,7 +269,61 @@ def is_synthetic_data(data_dir: str | None) -> bool | None:
     return os.path.exists(marker)
 
 
-def _verdict(summary: dict[str, Any], gates_record: dict[str, Any] | None, states: dict[str, str]) -> dict[str, Any]:
+def decision_summary(model: dict[str, Any], table: eval_table.EvalTable | None,
+                     label_names: tuple[str, ...]) -> dict[str, Any]:
+    """Each label's decision threshold with precision/recall/F1 there and at 0.5, and calibration error.
+
+    Computed outside TFMA (its EvalConfig is fixed before the trainer chooses the thresholds): on
+    the eval split from the per-example rows, beside the trainer's out-of-fold numbers stored in
+    the model's labels.json.
+
+    Args:
+      model: the model's labels.json (``thresholds``, ``calibration``, ``decision``), as _model_info reads it.
+      table: the eval split's per-example rows, or None.
+      label_names: the labels in output order.
+
+    Returns:
+      {"available": whether the model stores thresholds, the trainer's policy settings, "per_label":
+      {label: {threshold, stored, choice (the trainer's record), calibration, eval: {at_threshold,
+      at_default, calibration_error: {before, after}}}}}.
+    """
+    stored = model.get("thresholds") or {}
+    info = model.get("decision") or {}
+    calibrations = model.get("calibration") or {}
+    per_label: dict[str, Any] = {}
+    for k, name in enumerate(label_names):
+        threshold = float(stored.get(name, decision.DEFAULT_THRESHOLD))
+        entry: dict[str, Any] = {
+            "threshold": threshold,
+            "stored": name in stored,
+            "choice": (info.get("per_label") or {}).get(name),
+            "calibration": calibrations.get(name),
+        }
+        if table is not None:
+            y, scores = table.labels[:, k], table.predictions[eval_table.CANDIDATE][:, k]
+            before = None
+            if calibrations.get(name):
+                before = calibration.expected_calibration_error(
+                    y, calibration.LabelCalibration(**calibrations[name]).invert(scores)
+                )
+            entry["eval"] = {
+                "at_threshold": decision.confusion_at(y, scores, threshold),
+                "at_default": decision.confusion_at(y, scores, decision.DEFAULT_THRESHOLD),
+                "calibration_error": {"before": before,
+                                      "after": calibration.expected_calibration_error(y, scores)},
+                "positives": int(y.sum()),
+                "negatives": int(len(y) - y.sum()),
+            }
+        per_label[name] = entry
+    settings = {k: info.get(k) for k in ("policies", "min_positives", "calibration_method", "folds",
+                                         "out_of_fold_examples", "epochs", "skipped")}
+    return {"available": bool(stored), **settings, "per_label": per_label}
+
+
+def summarize_verdict(
+    summary: dict[str, Any], gates_record: dict[str, Any] | None, states: dict[str, str]
+) -> dict[str, Any]:
+    """The run's verdict: status, headline, blessed, pushed/baseline model, gates, settings, incomplete components."""
     stopped = [n for n, s in states.items() if s not in ("complete", "cached")]
     gates = gates_record["gates"] if gates_record else []
     if gates_record is None and summary.get("pushed_model"):
@@ -296,21 +351,24 @@ def _verdict(summary: dict[str, Any], gates_record: dict[str, Any] | None, state
         "blessed": None if gates_record is None else bool(gates_record["blessed"]),
         "pushed_model": summary.get("pushed_model"),
         "baseline_model": summary.get("baseline_model"),
+        "baseline_note": summary.get("baseline_note"),
         "gates": gates,
         "settings": gates_record.get("settings") if gates_record else None,
         "incomplete_components": stopped,
     }
 
 
-def build_report(store: metadata_store.MetadataStore, run_id: str) -> dict[str, Any]:
+def build_report(store: metadata_store.MetadataStore, run_id: str, images: bool = True) -> dict[str, Any]:
     """Collects everything the report shows for one run.
 
     Args:
       store: the ML Metadata store.
       run_id: the pipeline run id.
+      images: embed thumbnails of the most confident errors (False: file names and scores only).
 
     Returns:
-      A JSON-able dict: format, generated_at, run, verdict, labels, model, evaluation, data.
+      A JSON-able dict: format, generated_at, run, verdict, labels, model, evaluation (with
+      intervals, decision and errors), data.
 
     Raises:
       ValueError: the store has no such run.
@@ -337,6 +395,8 @@ def build_report(store: metadata_store.MetadataStore, run_id: str) -> dict[str, 
     definitions = {d.name: d.description for d in labels.LABELS}
 
     report_eval: dict[str, Any] = {"available": False}
+    gen = runs.get(pipeline_def.EXAMPLE_GEN)
+    examples_uri = gen.outputs["examples"][0].uri if gen and gen.outputs.get("examples") else None
     if (ev := runs.get(pipeline_def.EVALUATOR)) and ev.outputs.get("evaluation") and ev.state in ("complete", "cached"):
         uri = ev.outputs["evaluation"][0].uri
         results = evaluation.load_eval_results(uri, label_names)
@@ -350,9 +410,31 @@ def build_report(store: metadata_store.MetadataStore, run_id: str) -> dict[str, 
             "tfma_validation_ok": results.validation_ok,
             **curves(uri, label_names),
         }
+        table = None
+        try:
+            table = eval_table.load_eval_table(uri, label_names)
+        except ValueError as e:  # an evaluation from before the per-example rows: shown as missing, not hidden
+            report_eval["rows_error"] = str(e)
+        if gates_record and gates_record.get("uncertainty"):
+            report_eval["intervals"] = gates_record["uncertainty"]
+        elif table is not None:
+            report_eval["intervals"] = uncertainty.gate_intervals(
+                label_names, table.labels, table.predictions[eval_table.CANDIDATE],
+                table.predictions.get(eval_table.BASELINE),
+                {f: table.groups[f] for f in evaluation.FAIRNESS_GROUPS if f in table.groups},
+            ).to_dict()
+        report_eval["eval_examples"] = None if table is None else len(table)
+        report_eval["decision"] = decision_summary(model, table, label_names)
+        if table is not None:
+            from components.report import thumbnails  # noqa: PLC0415  (PIL; only when there are rows)
+
+            report_eval["errors"] = thumbnails.error_gallery(
+                table, {n: e["threshold"] for n, e in report_eval["decision"]["per_label"].items()},
+                examples_uri, images=images,
+            )
 
     data: dict[str, Any] = {
-        "data_dir": _execution_property(store, run_id, pipeline_def.EXAMPLE_GEN, "input_base"),
+        "data_dir": execution_property(store, run_id, pipeline_def.EXAMPLE_GEN, "input_base"),
         "files_found": summary.get("files_found"),
         "spans": summary.get("spans"),
         "splits": {},
@@ -362,7 +444,7 @@ def build_report(store: metadata_store.MetadataStore, run_id: str) -> dict[str, 
         "drift": summary.get("drift"),
     }
     data["synthetic"] = is_synthetic_data(data["data_dir"])
-    if (gen := runs.get(pipeline_def.EXAMPLE_GEN)) and gen.outputs.get("examples"):
+    if gen and gen.outputs.get("examples"):
         from components.image_example_gen.ingest import read_quarantine  # noqa: PLC0415
 
         examples = gen.outputs["examples"][0]
@@ -378,7 +460,7 @@ def build_report(store: metadata_store.MetadataStore, run_id: str) -> dict[str, 
         "format": FORMAT_VERSION,
         "generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "run": {"run_id": run_id, "components": states},
-        "verdict": _verdict(summary, gates_record, states),
+        "verdict": summarize_verdict(summary, gates_record, states),
         "labels": [{"name": n, "definition": definitions.get(n, "")} for n in label_names],
         "model": model,
         "evaluation": report_eval,
@@ -425,8 +507,22 @@ def write_report(report: dict[str, Any], out_dir: str) -> dict[str, str]:
     return paths
 
 
+def open_store(metadata_path: str) -> metadata_store.MetadataStore:
+    """Opens a SQLite ML Metadata store read-only.
+
+    Raises:
+      ValueError: there is no such file.
+    """
+    if not os.path.exists(metadata_path):
+        raise ValueError(f"no ML Metadata store at {metadata_path}")
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = metadata_path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return metadata_store.MetadataStore(config)
+
+
 def generate_report(metadata_path: str, pipeline_root: str, run_id: str | None = None,
-                    pipeline_name: str | None = None) -> dict[str, str]:
+                    pipeline_name: str | None = None, images: bool = True) -> dict[str, str]:
     """Builds and writes the report of one run (the latest by default) from a SQLite ML Metadata store.
 
     Args:
@@ -434,6 +530,7 @@ def generate_report(metadata_path: str, pipeline_root: str, run_id: str | None =
       pipeline_root: the pipeline root; files go to <pipeline_root>/reports/<run id>/.
       run_id: the run; None for the latest run (of pipeline_name, when given).
       pipeline_name: restricts "latest" to this pipeline.
+      images: embed thumbnails of the most confident errors.
 
     Returns:
       The written paths (see write_report) plus "run_id".
@@ -441,16 +538,11 @@ def generate_report(metadata_path: str, pipeline_root: str, run_id: str | None =
     Raises:
       ValueError: no such store or run.
     """
-    if not os.path.exists(metadata_path):
-        raise ValueError(f"no ML Metadata store at {metadata_path}")
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = metadata_path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    store = metadata_store.MetadataStore(config)
+    store = open_store(metadata_path)
     if run_id is None:
         found = run_ids(store, pipeline_name)
         if not found:
             raise ValueError(f"no pipeline runs recorded in {metadata_path}")
         run_id = found[-1]
-    paths = write_report(build_report(store, run_id), report_dir(pipeline_root, run_id))
+    paths = write_report(build_report(store, run_id, images=images), report_dir(pipeline_root, run_id))
     return {**paths, "run_id": run_id}

@@ -1,7 +1,9 @@
 """Renders a report dict (components.report.build) as one self-contained HTML page.
 
 No network and no JavaScript: CSS is inline, plots are inline SVG drawn with matplotlib
-(no pyplot, no GUI backend), and long lists fold into <details>. The page opens from disk.
+(no pyplot, no GUI backend), thumbnails are ``data:`` URIs, and long lists fold into
+<details>. The page opens from disk. Every string from the data (file names, paths, labels)
+is escaped: it never becomes markup.
 """
 
 from __future__ import annotations
@@ -55,6 +57,14 @@ td.na{color:#8c959f}
 svg{max-width:100%;height:auto}
 details{margin:6px 0}summary{cursor:pointer;color:#0969da}
 code{background:#f6f8fa;padding:0 3px;border-radius:3px}
+.ci{color:#57606a;font-size:.85em}
+.noise{background:#fff8c5;border-radius:4px;padding:0 4px}
+.thumbs{display:flex;flex-wrap:wrap;gap:8px;margin:4px 0 10px}
+.errs{display:grid;grid-template-columns:1fr 1fr;gap:4px 24px}
+figure.err{margin:0;width:104px;font-size:.68em;color:#424a53}
+figure.err img{width:64px;height:64px;object-fit:cover;display:block;border:1px solid #d0d7de}
+figure.err figcaption{word-break:break-all;margin-top:2px}
+td.kept,span.kept{color:#9a6700}
 """
 
 
@@ -64,6 +74,24 @@ def _e(x: Any) -> str:
 
 def _num(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _ci(interval: dict[str, Any] | None, signed: bool = False) -> str:
+    """An interval as a small "[lower, upper]" (empty when there is none)."""
+    if not interval:
+        return ""
+    fmt = "{:+.3f}" if signed else "{:.3f}"
+    return f' <span class="ci">[{fmt.format(interval["lower"])}, {fmt.format(interval["upper"])}]</span>'
+
+
+def _noise_cell(flag: bool | None) -> str:
+    if flag is None:
+        return '<td class="na">n/a</td>'
+    return '<td><span class="noise">yes</span></td>' if flag else "<td>no</td>"
+
+
+def _intervals(report: dict[str, Any]) -> dict[str, Any]:
+    return report["evaluation"].get("intervals") or {}
 
 
 def _badge(passed: bool | None) -> str:
@@ -224,21 +252,31 @@ def _verdict_section(report: dict[str, Any]) -> str:
     rows = []
     for gate in verdict["gates"]:
         threshold = gate["threshold"]
+        interval = gate.get("interval")
         rows.append([
             f'<b>{_e(gate["name"])}</b><br><span class="note">{_e(gate["title"])}</span>',
             _badge(gate["passed"]),
             _num(gate["value"]),
+            "n/a" if not interval else f'{interval["lower"]:.3f} to {interval["upper"]:.3f}',
             "n/a" if threshold is None else f"{threshold:g}",
+            _noise_cell(gate.get("within_noise")),
             f'<td class="l">{_e(gate["summary"])}</td>',
         ])
     if rows:
-        parts.append(_table(["gate", "result", "value", "threshold", "details"], rows, left=1))
+        parts.append(_table(["gate", "result", "value", "95% interval", "threshold", "within noise", "details"],
+                            rows, left=1))
+        parts.append('<p class="note">95% intervals by DeLong\'s method from the eval split\'s per-example scores '
+                     "(paired for the change against the baseline; a fairness gap combines two independent groups). "
+                     "Within noise: the interval of a number the gate judged straddles its threshold, so the verdict "
+                     "could flip on another sample of the same size.</p>")
     settings = verdict.get("settings")
     if settings:
         parts.append('<p class="note">Gate settings: ' + ", ".join(
             f"<code>{_e(k)}={_e(v)}</code>" for k, v in sorted(settings.items())) + "</p>")
     facts = [f"Pushed model: <code>{_e(verdict['pushed_model'] or 'none')}</code>",
-             f"Baseline (latest blessed model): <code>{_e(verdict['baseline_model'] or 'none')}</code>"]
+             f"Baseline (the model serving when this run evaluated): "
+             f"<code>{_e(verdict['baseline_model'] or 'none')}</code>"
+             + (f" ({_e(verdict['baseline_note'])})" if verdict.get("baseline_note") else "")]
     if verdict.get("incomplete_components"):
         facts.append("Components that did not complete: " + _e(", ".join(verdict["incomplete_components"])))
     parts.append('<p class="note">' + "<br>".join(facts) + "</p>")
@@ -273,12 +311,15 @@ def _overall_section(report: dict[str, Any]) -> str:
     names = [lb["name"] for lb in report["labels"]]
     has_base = report["evaluation"].get("has_baseline")
     rows = []
+    intervals = _intervals(report)
     for kind in ("macro", "micro"):
         row = [f"{kind} average"]
         for metric, _ in AVERAGE_METRICS:
             name = evaluation.MACRO_AUC if (kind, metric) == ("macro", "auc") else f"{kind}_{metric}"
             value = _metric(report, name, evaluation.AGGREGATE)
             cell = _num(value)
+            if name == evaluation.MACRO_AUC:
+                cell += _ci(intervals.get("macro_auc"))
             if has_base:
                 base = _metric(report, name, evaluation.AGGREGATE, model=evaluation.BASELINE)
                 cell += f' <span class="note">(baseline {_num(base)})</span>'
@@ -288,21 +329,34 @@ def _overall_section(report: dict[str, Any]) -> str:
            _table(["average", *(t for _, t in AVERAGE_METRICS)], rows)]
     definitions = {lb["name"]: lb["definition"] for lb in report["labels"]}
     rows = []
+    decision = (report["evaluation"].get("decision") or {}).get("per_label") or {}
     for name in names:
         pn = _positives(report, name, "overall")
         auc = _metric(report, "auc", name)
+        entry = decision.get(name) or {}
+        tuned = (entry.get("choice") or {}).get("tuned", False)
+        threshold = "n/a" if not entry else (f"<b>{entry['threshold']:.3f}</b>" if tuned
+                                              else f'<span class="kept">{entry["threshold"]:.3f}</span>')
         rows.append([
             f"<b>{_e(name)}</b>", _e(definitions.get(name, "")),
             "n/a" if pn is None else f"{pn[0]} / {pn[1]}",
-            f"<td{_heat(auc)}>{_num(auc)}</td>",
+            f"<td{_heat(auc)}>{_num(auc)}{_ci((intervals.get('label_auc') or {}).get(name))}</td>",
             _num(_metric(report, "auc_precision_recall", name)),
             _num(_metric(report, "precision", name)), _num(_metric(report, "recall", name)),
             _num(_metric(report, "f1_score", name)),
+            threshold, _prf((entry.get("eval") or {}).get("at_threshold")) if entry else "n/a",
             _num(_metric(report, "mean_label", name)), _num(_metric(report, "mean_prediction", name)),
         ])
     out += ["<h3>Per label (overall eval split)</h3>",
-            _table(["label", "definition", "positives / negatives", "AUC", "PR-AUC", "precision@0.5", "recall@0.5",
-                    "F1@0.5", "mean label", "mean prediction"], rows, left=2)]
+            _table(["label", "definition", "positives / negatives", "AUC [95% interval]", "PR-AUC", "precision@0.5",
+                    "recall@0.5", "F1@0.5", "decision threshold", "P / R / F1 at threshold", "mean label",
+                    "mean prediction"], rows, left=2),
+            '<p class="note">Decision threshold: the label\'s own, tuned by the trainer (bold; how each was chosen, '
+            "and its numbers out of fold, are in <a href=\"#thresholds\">Decision thresholds and calibration</a>); "
+            "precision, recall and F1 at 0.5 are TFMA's, at the threshold computed here from the per-example "
+            "scores.</p>"]
+    if report["evaluation"].get("rows_error"):
+        out.append(f'<p class="note">No intervals: {_e(report["evaluation"]["rows_error"])}</p>')
     return "".join(out)
 
 
@@ -370,28 +424,42 @@ def _fairness_section(report: dict[str, Any]) -> str:
             )
             rows.append([f"<b>{_e(detail['label'])}</b>", *cells, _num(detail.get("max_gap")), badge])
         out.append(_table(["label", *(f"AUC {_e(g)} (pos/neg)" for g in groups), "largest judged gap", "status"], rows))
-        pair_rows = []
+        judged_rows, other_rows = [], []
         for detail in gate["details"]:
             for pair in detail.get("pairs", []):
                 verdict = _badge(pair["passed"]) if pair["judged"] else '<span class="note">not judged</span>'
-                pair_rows.append([_e(detail["label"]), _e(" vs ".join(pair["groups"])), _num(pair["gap"]),
-                                  f"{pair['positives'][0]}/{pair['negatives'][0]} vs {pair['positives'][1]}/"
-                                  f"{pair['negatives'][1]}", verdict])
-        if pair_rows:
-            out.append(f"<details><summary>Every comparison ({len(pair_rows)})</summary>"
-                       + _table(["label", "groups", "AUC gap", "pos/neg", "result"], pair_rows, left=2) + "</details>")
+                if pair.get("excused"):
+                    verdict += ' <span class="note">(not significant)</span>'
+                interval = pair.get("interval")
+                row = [_e(detail["label"]), _e(" vs ".join(pair["groups"])), _num(pair["gap"]),
+                       "n/a" if not interval else f'{interval["lower"]:+.3f} to {interval["upper"]:+.3f}',
+                       _noise_cell(pair.get("within_noise")),
+                       f"{pair['positives'][0]}/{pair['negatives'][0]} vs {pair['positives'][1]}/"
+                       f"{pair['negatives'][1]}", verdict]
+                (judged_rows if pair["judged"] else other_rows).append(row)
+        headers = ["label", "groups", "AUC gap", "95% interval (first minus second)", "within noise", "pos/neg",
+                   "result"]
+        if judged_rows:
+            out.append("<p class='note'>Judged comparisons, with the interval of each gap:</p>"
+                       + _table(headers, judged_rows, left=2))
+        if other_rows:
+            out.append(f"<details><summary>Comparisons not judged ({len(other_rows)})</summary>"
+                       + _table(headers, other_rows, left=2) + "</details>")
     return "".join(out)
 
 
 def _baseline_section(report: dict[str, Any]) -> str:
     if not report["evaluation"].get("has_baseline"):
-        return ('<p class="note">No baseline: there was no earlier blessed model to compare with (the first model, '
-                "or every earlier one failed a gate).</p>")
+        why = report["verdict"].get("baseline_note") or "no model was serving"
+        return f'<p class="note">No baseline: {_e(why)}.</p>'
     rows = []
+    intervals = _intervals(report)
     entries = [(evaluation.AGGREGATE, "<b>macro average</b>")] + [(lb["name"], f"<b>{_e(lb['name'])}</b>")
                                                                    for lb in report["labels"]]
     for label, title in entries:
-        row = [title]
+        change = (intervals.get("macro_change") if label == evaluation.AGGREGATE
+                  else (intervals.get("label_change") or {}).get(label))
+        row = [title, "n/a" if not change else f'{change["lower"]:+.3f} to {change["upper"]:+.3f}']
         for base_metric in ("auc", "auc_precision_recall", "f1_score"):
             metric = base_metric
             if label == evaluation.AGGREGATE:
@@ -401,9 +469,108 @@ def _baseline_section(report: dict[str, Any]) -> str:
             row += [_num(_metric(report, metric, label)), _num(baseline),
                     "n/a" if diff is None else f"<b>{diff:+.3f}</b>" if abs(diff) >= 0.02 else f"{diff:+.3f}"]
         rows.append(row)
-    headers = ["label", *(f"{m} {w}" for m in ("AUC", "PR-AUC", "F1@0.5") for w in ("candidate", "baseline", "change"))]
+    headers = ["label", "AUC change, 95% interval (paired)",
+               *(f"{m} {w}" for m in ("AUC", "PR-AUC", "F1@0.5") for w in ("candidate", "baseline", "change"))]
     return (f'<p class="note">Baseline model: <code>{_e(report["verdict"]["baseline_model"])}</code>, evaluated on '
-            "the same eval split. Changes of 0.02 or more are bold.</p>" + _table(headers, rows))
+            "the same eval split. Changes of 0.02 or more are bold. The interval of an AUC change is paired: both "
+            "models scored the same examples, so it is much narrower than two separate intervals.</p>"
+            + _table(headers, rows))
+
+
+def _prf(metrics: dict[str, Any] | None) -> str:
+    """precision / recall / F1 in one cell."""
+    metrics = metrics or {}
+    return " / ".join(_num(metrics.get(k)) for k in ("precision", "recall", "f1"))
+
+
+def _decision_section(report: dict[str, Any]) -> str:
+    decision = report["evaluation"].get("decision")
+    if not decision:
+        return ""
+    out = []
+    if not decision.get("available"):
+        out.append('<p class="note">This model stores no decision thresholds (trained before they existed): every '
+                   "label is judged at 0.5.</p>")
+    else:
+        out.append(
+            '<p class="note">Each label\'s threshold was chosen by its policy on out-of-fold predictions of the '
+            f"training images ({_e(decision.get('folds'))}-fold head fits on the cached embeddings, "
+            f"{_e(decision.get('out_of_fold_examples'))} images); a label with fewer than "
+            f"{_e(decision.get('min_positives'))} positives or negatives out of fold keeps 0.5. Probabilities are "
+            f"calibrated ({_e(decision.get('calibration_method'))}) inside the exported model; "
+            "<code>predict.py</code> applies these thresholds. Eval numbers are computed here from the eval "
+            "split's per-example scores (TFMA's configuration is fixed before the thresholds exist).</p>"
+        )
+        if decision.get("skipped"):
+            out.append(f'<p class="note"><b>Not tuned:</b> {_e(decision["skipped"])}</p>')
+    rows = []
+    for name, entry in decision["per_label"].items():
+        choice = entry.get("choice") or {}
+        tuned = choice.get("tuned", False)
+        threshold = f"<b>{entry['threshold']:.3f}</b>" if tuned else f"{entry['threshold']:.3f}"
+        reason = choice.get("reason") or ("stored in the model" if entry["stored"] else "no threshold stored: 0.5")
+        ev = entry.get("eval") or {}
+        cal = entry.get("calibration") or {}
+        ece_eval = ev.get("calibration_error") or {}
+        ece_oof = choice.get("calibration_error") or {}
+        rows.append([
+            f"<b>{_e(name)}</b>", _e(choice.get("policy", "n/a")),
+            f'<td class="{"" if tuned else "kept"}">{threshold}</td>',
+            f'<td class="l" style="max-width:200px">{_e(reason)}</td>',
+            f"<b>{_prf(ev.get('at_threshold'))}</b>", _prf(ev.get("at_default")),
+            _prf(choice.get("at_threshold")), _prf(choice.get("at_default")),
+            _e(cal.get("method", "n/a")),
+            f"{_num(ece_oof.get('before'))} &rarr; {_num(ece_oof.get('after'))}",
+            f"{_num(ece_eval.get('before'))} &rarr; {_num(ece_eval.get('after'))}",
+        ])
+    headers = ["label", "policy", "threshold", "how it was chosen", "eval P / R / F1<br>at threshold",
+               "eval<br>at 0.5", "out of fold<br>at threshold", "out of fold<br>at 0.5", "calibration",
+               "calibration error<br>out of fold", "calibration error<br>eval"]
+    out.append(_table(headers, rows, left=1))
+    out.append('<p class="note">P / R / F1: precision, recall and F1 when a score at or above the threshold counts '
+               "as the label. Calibration error (before &rarr; after): the example-weighted mean gap between "
+               "predicted probability and observed frequency over 10 probability bins; before = the weighted "
+               "head's raw probabilities (positive-class weighting inflates rare labels), after = the exported "
+               "model's. Out of fold, the calibration was fitted on the same predictions; on the eval split it "
+               "was not.</p>")
+    return "".join(out)
+
+
+def _figure(example: dict[str, Any]) -> str:
+    caption = (f"{_e(example['id'])}<br>score {example['score']:.3f}<br>true: "
+               f"{_e(', '.join(example['labels']) or 'none')}")
+    image = ""
+    if example.get("thumbnail"):
+        # The URI is built here from base64 text (no markup possible); the file name is escaped.
+        image = f'<img src="{_e(example["thumbnail"])}" alt="{_e(example["id"])}" width="64" height="64">'
+    return f'<figure class="err">{image}<figcaption>{caption}</figcaption></figure>'
+
+
+def _errors_section(report: dict[str, Any]) -> str:
+    errors = report["evaluation"].get("errors")
+    if not errors:
+        return '<p class="note">No per-example scores for this evaluation, so no error examples.</p>'
+    out = ['<p class="note">Per label, the eval images the model got most confidently wrong at the label\'s '
+           "decision threshold: false positives with the highest scores, false negatives with the lowest.</p>"]
+    if not errors.get("images"):
+        out.append('<p class="note">Images were left out of this report (<code>--no-report-images</code>); '
+                   "file names and scores only.</p>")
+    for name, entry in errors["per_label"].items():
+        counts = entry["counts"]
+        out.append(f"<h3>{_e(name)} <span class='note'>(threshold {entry['threshold']:.3f}: "
+                   f"{counts['false_positives']} false positives of {counts['negatives']} negatives, "
+                   f"{counts['false_negatives']} false negatives of {counts['positives']} positives)</span></h3>")
+        columns = []
+        for kind, title in (("false_positives", "Most confident false positives"),
+                            ("false_negatives", "Most confident false negatives")):
+            examples = entry[kind]
+            if examples:
+                columns.append(f"<div><p class='note'>{title}:</p><div class='thumbs'>"
+                               + "".join(_figure(e) for e in examples) + "</div></div>")
+            else:
+                columns.append(f"<div><p class='note'>{title}: none.</p></div>")
+        out.append(f"<div class='errs'>{''.join(columns)}</div>")
+    return "".join(out)
 
 
 def _co_prediction_section(report: dict[str, Any]) -> str:
@@ -504,11 +671,13 @@ def render_html(report: dict[str, Any]) -> str:
         sections += [
             "<h2 id='metrics'>Metrics</h2>", _overall_section(report),
             "<h2 id='slices'>Labels x slices</h2>", _slice_tables(report),
+            "<h2 id='thresholds'>Decision thresholds and calibration</h2>", _decision_section(report),
             "<h2 id='fairness'>Fairness: AUC gaps between groups</h2>", _fairness_section(report),
             "<h2 id='curves'>ROC, precision-recall and calibration</h2>",
             *(f"<div>{svgs[k]}</div>" for k in ("roc", "pr", "calibration") if k in svgs),
             _co_prediction_section(report),
             "<h2 id='baseline'>Comparison with the baseline model</h2>", _baseline_section(report),
+            "<h2 id='errors'>The faces behind the numbers: most confident errors</h2>", _errors_section(report),
         ]
     else:
         sections.append("<p class='note'>No evaluation: the Evaluator did not complete in this run.</p>")

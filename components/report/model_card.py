@@ -22,7 +22,25 @@ def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
 
 
 def _value(report: dict[str, Any], metric: str, label: str, slice_: str = "overall") -> float | None:
-    return report["evaluation"]["metrics"].get(evaluation.CANDIDATE, {}).get(slice_, {}).get(label, {}).get(metric)
+    metrics = report["evaluation"]["metrics"].get(evaluation.CANDIDATE, {}).get(slice_, {})
+    if metric in ("auc", "auc_precision_recall") and label != evaluation.AGGREGATE:
+        # TFMA reports AUC 0 (not NaN) for a slice without positives or without negatives: undefined.
+        count = metrics.get(evaluation.AGGREGATE, {}).get("example_count")
+        mean = metrics.get(label, {}).get("mean_label")
+        if count is not None and mean is not None and round(mean * count) in (0, round(count)):
+            return None
+    return metrics.get(label, {}).get(metric)
+
+
+def _ci(interval: dict[str, Any] | None, signed: bool = False) -> str:
+    if not interval:
+        return "n/a"
+    fmt = "{:+.3f}" if signed else "{:.3f}"
+    return f"{fmt.format(interval['lower'])} to {fmt.format(interval['upper'])}"
+
+
+def _noise(flag: bool | None) -> str:
+    return "n/a" if flag is None else "yes" if flag else "no"
 
 
 def render_model_card(report: dict[str, Any]) -> str:
@@ -49,7 +67,8 @@ def render_model_card(report: dict[str, Any]) -> str:
                  "trained head; one sigmoid probability per label (multi-label).")
     lines.append(f"- Decision: **{verdict['status']}**. {verdict['headline']}")
     lines.append(f"- Pushed to: `{verdict['pushed_model'] or 'not pushed'}`")
-    lines.append(f"- Compared with: `{verdict['baseline_model'] or 'no earlier blessed model'}`")
+    lines.append(f"- Compared with: `{verdict['baseline_model'] or 'no baseline'}`"
+                 + (f" ({verdict['baseline_note']})" if verdict.get("baseline_note") else ""))
     lines.append(f"- Report generated {report['generated_at']}; regenerate with "
                  f"`python -m components.report --pipeline-root <pipeline root> --run-id {run_id}`.")
     lines.append("")
@@ -94,9 +113,12 @@ def render_model_card(report: dict[str, Any]) -> str:
     if not report["evaluation"].get("available"):
         lines += ["The model was not evaluated in this run.", ""]
     else:
-        lines.append("Eval split, decision threshold 0.5 for precision, recall and F1.")
+        intervals = report["evaluation"].get("intervals") or {}
+        lines.append("Eval split, decision threshold 0.5 for precision, recall and F1 (the tuned thresholds are "
+                     "below). AUC intervals: 95%, DeLong's method.")
         lines.append("")
-        rows = [[f"`{n}`", _num(_value(report, "auc", n)), _num(_value(report, "auc_precision_recall", n)),
+        rows = [[f"`{n}`", _num(_value(report, "auc", n)), _ci((intervals.get("label_auc") or {}).get(n)),
+                 _num(_value(report, "auc_precision_recall", n)),
                  _num(_value(report, "precision", n)), _num(_value(report, "recall", n)),
                  _num(_value(report, "f1_score", n)), _num(_value(report, "mean_label", n)),
                  _num(_value(report, "mean_prediction", n))] for n in names]
@@ -104,10 +126,38 @@ def render_model_card(report: dict[str, Any]) -> str:
             auc_name = evaluation.MACRO_AUC if kind == "macro" else "micro_auc"
             agg = evaluation.AGGREGATE
             rows.append([f"**{kind} average**", _num(_value(report, auc_name, agg)),
+                         _ci(intervals.get("macro_auc")) if kind == "macro" else "",
                          _num(_value(report, f"{kind}_auc_precision_recall", agg)),
                          _num(_value(report, f"{kind}_precision", agg)), _num(_value(report, f"{kind}_recall", agg)),
                          _num(_value(report, f"{kind}_f1_score", agg)), "", ""])
-        lines += _table(["label", "AUC", "PR-AUC", "precision", "recall", "F1", "mean label", "mean prediction"], rows)
+        lines += _table(["label", "AUC", "AUC 95% interval", "PR-AUC", "precision", "recall", "F1", "mean label",
+                         "mean prediction"], rows)
+        if intervals.get("macro_change"):
+            lines.append(f"Change in macro AUC against the baseline model (paired 95% interval): "
+                         f"{_ci(intervals['macro_change'], signed=True)}.")
+            lines.append("")
+        decision = report["evaluation"].get("decision") or {}
+        if decision.get("per_label"):
+            lines += ["### Decision thresholds", ""]
+            if not decision.get("available"):
+                lines += ["The model stores no thresholds: every label is judged at 0.5.", ""]
+            else:
+                lines += [f"Chosen per label on out-of-fold predictions of the training images "
+                          f"({decision.get('folds')}-fold); probabilities are calibrated "
+                          f"({decision.get('calibration_method')}). Eval split:", ""]
+            rows = []
+            for name, entry in decision["per_label"].items():
+                choice = entry.get("choice") or {}
+                ev = entry.get("eval") or {}
+                at_t, at_half = ev.get("at_threshold") or {}, ev.get("at_default") or {}
+                ece = ev.get("calibration_error") or {}
+                rows.append([f"`{name}`", choice.get("policy", "n/a"), f"{entry['threshold']:.3f}",
+                             "yes" if choice.get("tuned") else f"no: {choice.get('reason', 'not stored')}",
+                             _num(at_t.get("precision")), _num(at_t.get("recall")), _num(at_t.get("f1")),
+                             _num(at_half.get("precision")), _num(at_half.get("recall")), _num(at_half.get("f1")),
+                             f"{_num(ece.get('before'))} -> {_num(ece.get('after'))}"])
+            lines += _table(["label", "policy", "threshold", "tuned", "precision", "recall", "F1", "precision@0.5",
+                             "recall@0.5", "F1@0.5", "calibration error before -> after"], rows)
         lines += ["### AUC per slice", ""]
         rows = [[s["name"], _num(s["example_count"], 0), *(_num(_value(report, "auc", n, s["name"])) for n in names)]
                 for s in report["evaluation"]["slices"]]
@@ -127,15 +177,19 @@ def render_model_card(report: dict[str, Any]) -> str:
         for detail in gate["details"]:
             judged = [p for p in detail.get("pairs", []) if p["judged"]]
             all_gaps = [p["gap"] for p in detail.get("pairs", []) if p["gap"] is not None]
+            widest = max((p for p in judged if p["gap"] is not None), key=lambda p: p["gap"], default=None)
             rows.append([f"`{detail['label']}`", detail["status"], _num(detail.get("max_gap")),
+                         "n/a" if widest is None else f"{' vs '.join(widest['groups'])}: "
+                         f"{_ci(widest.get('interval'), signed=True)}",
                          _num(max(all_gaps) if all_gaps else None), f"{len(judged)}/{len(detail.get('pairs', []))}"])
-        lines += _table(["label", "status", "largest judged gap", "largest gap incl. small groups",
-                         "comparisons judged"], rows)
+        lines += _table(["label", "status", "largest judged gap", "its 95% interval (signed)",
+                         "largest gap incl. small groups", "comparisons judged"], rows)
 
     lines += ["## Gates", ""]
-    lines += _table(["gate", "result", "value", "threshold", "details"], [
+    lines += _table(["gate", "result", "value", "95% interval", "threshold", "within noise", "details"], [
         [g["name"], "PASS" if g["passed"] else "FAIL" if g["passed"] is False else "n/a", _num(g["value"]),
-         "n/a" if g["threshold"] is None else f"{g['threshold']:g}", g["summary"]] for g in verdict["gates"]])
+         _ci(g.get("interval")), "n/a" if g["threshold"] is None else f"{g['threshold']:g}",
+         _noise(g.get("within_noise")), g["summary"]] for g in verdict["gates"]])
 
     lines += ["## Limitations", ""]
     if data.get("synthetic"):
@@ -152,8 +206,9 @@ def render_model_card(report: dict[str, Any]) -> str:
         "- Small groups give noisy per-slice metrics; fairness comparisons with fewer than "
         f"{(verdict.get('settings') or {}).get('fairness_min_count', 'the configured number of')} positives or "
         "negatives in a group are reported but not judged.",
-        "- Probabilities are calibrated only as far as the calibration table in the HTML report shows; the 0.5 "
-        "decision threshold is not tuned per label.",
+        "- Probabilities are calibrated out of fold on the training images (see the calibration error above); "
+        "decision thresholds are tuned per label the same way, so they carry the sampling noise of the training "
+        "split's positives (few for rare labels).",
         "",
     ]
     return "\n".join(lines)

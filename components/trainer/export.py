@@ -74,6 +74,7 @@ def export_model(
     image_size: int,
     label_names: tuple[str, ...] = labels.LABEL_NAMES,
     transform_output: str | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> str:
     """Writes the serving SavedModel.
 
@@ -82,7 +83,8 @@ def export_model(
     name, plus ``probabilities``); with ``transform_output`` also ``transform_features``
     (serialized raw tf.Examples -> labels and slice features, TFMA's preprocessing function).
     The label names are stored in the model (variable ``label_names``) and in
-    ``assets.extra/labels.json``.
+    ``assets.extra/labels.json``, with ``metadata`` beside them (the trainer's per-label
+    ``thresholds``, which predict.py applies, ``calibration`` and ``decision``).
 
     Args:
       model: images (0-255) -> probabilities.
@@ -90,6 +92,7 @@ def export_model(
       image_size: the size images are resized to before the model.
       label_names: one name per model output column.
       transform_output: Transform's graph folder, or None.
+      metadata: more JSON-able keys for labels.json.
 
     Returns:
       export_dir.
@@ -102,5 +105,5 @@ def export_model(
     extra = posixpath.join(export_dir, "assets.extra")
     tf.io.gfile.makedirs(extra)
     with tf.io.gfile.GFile(posixpath.join(extra, LABELS_FILE), "w") as f:
-        json.dump({"label_names": list(label_names), "image_size": image_size}, f, indent=2)
+        json.dump({"label_names": list(label_names), "image_size": image_size, **(metadata or {})}, f, indent=2)
     return export_dir

@@ -13,7 +13,7 @@ import tensorflow_transform as tft
 import tf_keras
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-from components.trainer import backbones, export, model, train
+from components.trainer import backbones, calibration, decision, export, model, train
 from components.trainer.data import read_examples, with_labels
 from pipeline import labels
 
@@ -34,6 +34,13 @@ class TrainerConfig:
       fine_tune_epochs: epochs of that phase (every image through the backbone each epoch: slow).
       fine_tune_learning_rate: Adam learning rate of that phase.
       embedding_memory_mb: embeddings beyond this many MiB are kept in a memory-mapped local file.
+      threshold_policy: the decision-threshold policy of every label (components.trainer.decision):
+        f1, precision=P, recall=R or fixed=T.
+      label_threshold_policies: label name -> policy, overriding threshold_policy.
+      threshold_min_positives: a label with fewer out-of-fold positives (or negatives) keeps 0.5
+        and is not Platt-scaled.
+      calibration: prior (default), platt or none (components.trainer.calibration).
+      oof_folds: k of the k-fold head fits that give out-of-fold predictions.
       code_version: fingerprint of the trainer code (for the cache key only).
     """
 
@@ -52,6 +59,11 @@ class TrainerConfig:
     fine_tune_epochs: int = 3
     fine_tune_learning_rate: float = 1e-4
     embedding_memory_mb: int = train.DEFAULT_EMBEDDING_MEMORY_LIMIT >> 20
+    threshold_policy: str = decision.DEFAULT_POLICY
+    label_threshold_policies: dict[str, str] = dataclasses.field(default_factory=dict)
+    threshold_min_positives: int = decision.DEFAULT_MIN_POSITIVES
+    calibration: str = "prior"
+    oof_folds: int = 5
     code_version: str = ""
 
     @classmethod
@@ -73,7 +85,9 @@ class TrainResult:
       fine_tuned_layers: names of the backbone layers fine-tuned (empty: none).
       fine_tune_epochs: fine-tuning epochs run.
       embeddings_spilled: whether the cache went to a memory-mapped file.
-      seconds: wall time per phase (embed, head, fine_tune, export).
+      seconds: wall time per phase (embed, head, out_of_fold, fine_tune, export).
+      decision: what went into assets.extra/labels.json beside the label names (thresholds,
+        calibration, and how each was chosen).
     """
 
     train_examples: int
@@ -84,6 +98,7 @@ class TrainResult:
     fine_tune_epochs: int
     embeddings_spilled: bool
     seconds: dict[str, float]
+    decision: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)  # long: in labels.json
 
 
 def train_and_export(
@@ -158,6 +173,14 @@ def train_and_export(
         seconds["head"] = time.monotonic() - start
         head_epochs = len(history.history["loss"])
         pos_weights = head.loss.positive_weights
+        fine_tuning = config.fine_tune_layers > 0 and config.fine_tune_epochs > 0
+        start = time.monotonic()
+        decided = _thresholds_and_calibration(
+            config, embedded, params, train.best_epoch_count(history, params.early_stopping_patience),
+            np.asarray(pos_weights), embedded.embeddings.shape[1], fine_tuning,
+        )
+        if not fine_tuning:
+            seconds["out_of_fold"] = time.monotonic() - start
     full_model = model.build_model(extractor, head)
 
     fine_tuned: list[str] = []
@@ -197,7 +220,12 @@ def train_and_export(
         model.freeze(backbone)
 
     start = time.monotonic()
-    export.export_model(full_model, serving_model_dir, config.image_size, transform_output=transform_output)
+    calibrations = [decided["calibration"][name] for name in labels.LABEL_NAMES]
+    serving = model.build_calibrated_model(
+        extractor, head, [c["slope"] for c in calibrations], [c["intercept"] for c in calibrations]
+    )
+    export.export_model(serving, serving_model_dir, config.image_size, transform_output=transform_output,
+                        metadata=decided)
     seconds["export"] = time.monotonic() - start
     result = TrainResult(
         train_examples=len(training),
@@ -208,9 +236,72 @@ def train_and_export(
         fine_tune_epochs=fine_tune_epochs,
         embeddings_spilled=embedded.spilled,
         seconds={k: round(v, 2) for k, v in seconds.items()},
+        decision=decided,
     )
     logger.info("trainer result: %s", result)
     return result
+
+
+def _thresholds_and_calibration(
+    config: TrainerConfig,
+    embedded: train.Embedded,
+    params: train.TrainParams,
+    epochs: int,
+    pos_weights: np.ndarray,
+    embedding_dim: int,
+    fine_tuning: bool,
+) -> dict[str, Any]:
+    """Calibrates each label and chooses its threshold on out-of-fold predictions of the training images.
+
+    Returns:
+      The metadata stored in assets.extra/labels.json: ``thresholds`` (label -> threshold, which
+      predict.py applies), ``calibration`` (label -> LabelCalibration dict, applied inside the
+      exported model) and ``decision`` (policies, counts, per-label choice with its out-of-fold
+      precision/recall/F1 at the threshold and at 0.5, calibration error before/after).
+    """
+    names = labels.LABEL_NAMES
+    policies = decision.policies_for(names, config.threshold_policy, config.label_threshold_policies)
+    info: dict[str, Any] = {
+        "policies": {n: str(p) for n, p in policies.items()},
+        "min_positives": config.threshold_min_positives,
+        "calibration_method": config.calibration,
+        "folds": config.oof_folds,
+    }
+    if fine_tuning:
+        reason = "not tuned: fine-tuning changes the backbone after the out-of-fold head fits"
+        choices = decision.untuned(names, policies, reason)
+        calibrations = {n: calibration.LabelCalibration("none", reason=reason) for n in names}
+        per_label = {n: {**choices[n].to_dict(), "calibration_error": None} for n in names}
+        info.update(out_of_fold_examples=0, epochs=0, skipped=reason)
+    else:
+        oof = train.out_of_fold_predictions(
+            embedded,
+            lambda name: model.build_head(embedding_dim, len(names), config.hidden_units, config.dropout, name),
+            dataclasses.replace(params, epochs=epochs),
+            config.oof_folds,
+        )
+        calibrations = calibration.fit(config.calibration, oof, embedded.labels, pos_weights, names,
+                                       config.threshold_min_positives)
+        calibrated = calibration.apply_all(calibrations, oof, names)
+        choices = decision.choose_all(names, embedded.labels, calibrated, policies, config.threshold_min_positives)
+        per_label = {
+            n: {
+                **choices[n].to_dict(),
+                "calibration_error": {
+                    "before": calibration.expected_calibration_error(embedded.labels[:, k], oof[:, k]),
+                    "after": calibration.expected_calibration_error(embedded.labels[:, k], calibrated[:, k]),
+                },
+            }
+            for k, n in enumerate(names)
+        }
+        info.update(out_of_fold_examples=len(embedded), epochs=epochs)
+        logger.info("decision thresholds: %s", {n: round(c.threshold, 4) for n, c in choices.items()})
+    info["per_label"] = per_label
+    return {
+        "thresholds": {n: choices[n].threshold for n in names},
+        "calibration": {n: calibrations[n].to_dict() for n in names},
+        "decision": info,
+    }
 
 
 def run_fn(fn_args: FnArgs) -> None:

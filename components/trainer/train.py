@@ -660,3 +660,111 @@ def skip_autograph_for_tf_keras() -> None:
     rules = autograph_config.CONVERSION_RULES
     if not any(isinstance(r, autograph_config.DoNotConvert) and r.matches("tf_keras") for r in rules):
         autograph_config.CONVERSION_RULES = (autograph_config.DoNotConvert("tf_keras"), *rules)
+
+
+def best_epoch_count(history: tf_keras.callbacks.History, patience: int) -> int:
+    """Epochs up to the weights early stopping restored (all epochs run when it did not stop or restore)."""
+    losses = history.history.get("val_loss")
+    if not losses or patience <= 0:
+        return len(history.history["loss"])
+    return int(np.argmin(losses)) + 1
+
+
+def out_of_fold_predictions(
+    embedded: Embedded,
+    build_head: Callable[[str], tf_keras.Model],
+    params: TrainParams,
+    folds: int,
+    chunk: int = 4096,
+) -> np.ndarray:
+    """Predicts every embedded image with a head that did not see it (k-fold head fits).
+
+    The k heads train side by side in one Keras model (one traced graph instead of k: a head fit
+    on a few thousand embeddings is mostly tracing), each with the pipeline's recipe (architecture,
+    positive weighting, learning rate, seed, ``params.epochs`` epochs, no early stopping, no
+    hold-out) on every example outside its own fold: its loss masks its fold out. Folds are a
+    seeded permutation of the items, independent of the validation hash.
+
+    Args:
+      embedded: every training image's embedding and labels (the hold-out included).
+      build_head: name -> a fresh head (embeddings -> probabilities) of that name.
+      params: head-training settings; ``epochs`` should be the epochs the final head used.
+      folds: k (>= 2).
+      chunk: prediction batch (a disk-backed store is never read whole).
+
+    Returns:
+      (N, L) float32 out-of-fold probabilities (uncalibrated: the weighted heads' outputs).
+
+    Raises:
+      ValueError: fewer than 2 folds or fewer items than folds.
+    """
+    n, num_labels = embedded.labels.shape
+    if folds < 2 or n < folds:
+        raise ValueError(f"out-of-fold predictions need >= 2 folds and at least one item per fold ({folds}, {n})")
+    tf_keras.utils.set_random_seed(params.seed)
+    fold_of = np.random.default_rng([params.seed, 7]).permutation(n) % folds
+    heads = [build_head(f"head_fold{fold}") for fold in range(folds)]
+    inputs = tf_keras.Input(shape=(embedded.embeddings.shape[1],), name="embeddings")
+    stacked = tf_keras.Model(inputs, StackHeads(name="heads")([head(inputs) for head in heads]))
+    pos_weights = (positive_weights(embedded.labels, params.max_positive_weight) if params.class_weighting
+                   else np.ones(num_labels, np.float32))
+    stacked.compile(optimizer=tf_keras.optimizers.Adam(params.learning_rate),
+                    loss=FoldMaskedBinaryCrossentropy(pos_weights, num_labels),
+                    steps_per_execution=HEAD_STEPS_PER_EXECUTION)
+    # Targets: the labels, then a one-hot of the item's fold (the loss masks that head out).
+    targets = Embedded(embedded.embeddings, np.concatenate(
+        [embedded.labels, np.eye(folds, dtype=np.float32)[fold_of]], axis=1), embedded.filenames, embedded.rows)
+    if embedded.spilled:
+        batches = spilled_batches(targets, epoch_orders(n, params.epochs, params.seed + 1), params.batch_size)
+    else:
+        batches = _gather(targets, batch_indices(n, params.batch_size, params.epochs, params.seed + 1),
+                          tf.constant(embedded.embeddings))
+    stacked.fit(
+        batches,
+        epochs=params.epochs, steps_per_epoch=math.ceil(n / params.batch_size), verbose=0,
+        callbacks=[epoch_logger("out-of-fold heads epoch")],
+    )
+    predictions = np.zeros((n, num_labels), dtype=np.float32)
+    for start in range(0, n, chunk):
+        items = np.arange(start, min(start + chunk, n))
+        out = stacked(embedded.vectors(items), training=False).numpy()  # (batch, folds, labels)
+        predictions[items] = out[np.arange(len(items)), fold_of[items]]
+    logger.info("out-of-fold predictions: %d items, %d folds, %d epochs", n, folds, params.epochs)
+    return predictions
+
+
+@tf_keras.utils.register_keras_serializable(package="facepipe")
+class StackHeads(tf_keras.layers.Layer):
+    """Stacks k heads' (B, L) outputs into (B, k, L)."""
+
+    def call(self, inputs):  # noqa: D102 (Keras API)
+        return tf.stack(inputs, axis=1)
+
+
+@tf_keras.utils.register_keras_serializable(package="facepipe")
+class FoldMaskedBinaryCrossentropy(tf_keras.losses.Loss):
+    """WeightedBinaryCrossentropy of k stacked heads, each over the examples outside its own fold.
+
+    y_true: (B, L + k): the labels, then a one-hot of the example's fold. y_pred: (B, k, L).
+    """
+
+    def __init__(self, positive_weights: list[float] | np.ndarray, num_labels: int,
+                 name: str = "fold_masked_bce", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.positive_weights = [float(w) for w in np.asarray(positive_weights).ravel()]
+        self.num_labels = int(num_labels)
+
+    def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:  # noqa: D102 (Keras API)
+        eps = tf_keras.backend.epsilon()
+        y_true = tf.cast(y_true, y_pred.dtype)
+        labels_, in_fold = y_true[:, : self.num_labels], y_true[:, self.num_labels :]
+        p = tf.clip_by_value(y_pred, eps, 1.0 - eps)
+        y = labels_[:, tf.newaxis, :]
+        weights = tf.constant(self.positive_weights, dtype=y_pred.dtype)
+        terms = weights * y * tf.math.log(p + eps) + (1.0 - y) * tf.math.log(1.0 - p + eps)
+        per_head = -tf.reduce_mean(terms, axis=-1)  # (B, k)
+        trains = 1.0 - in_fold  # head j learns from the examples outside fold j
+        return tf.reduce_sum(per_head * trains, axis=-1) / tf.maximum(tf.reduce_sum(trains, axis=-1), 1.0)
+
+    def get_config(self) -> dict:  # noqa: D102 (Keras API)
+        return {**super().get_config(), "positive_weights": self.positive_weights, "num_labels": self.num_labels}
