@@ -66,8 +66,10 @@ def tree_rss(proc: Any) -> int:
     return total
 
 
-def run_child(argv: list[str], log_path: str, result_path: str) -> dict[str, Any]:
+def run_child(argv: list[str], log_path: str, result_path: str, timeout_s: float) -> dict[str, Any]:
     """Runs this script in --phase mode in a fresh process, sampling its process tree.
+
+    A child that runs longer than timeout_s is killed (with its process tree) and reported failed.
 
     Returns:
       The child's result plus process_seconds, peak_rss_bytes, samples ([time, rss] pairs) and
@@ -98,9 +100,17 @@ def run_child(argv: list[str], log_path: str, result_path: str) -> dict[str, Any
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        returncode = child.wait()
-        stop.set()
-        sampler.join()
+        try:
+            returncode = child.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            for member in [*proc.children(recursive=True), proc]:
+                with contextlib.suppress(psutil.Error):
+                    member.kill()
+            child.wait()
+            returncode = f"killed after {timeout_s:g} s"
+        finally:
+            stop.set()
+            sampler.join()
     if returncode != 0 or not os.path.exists(result_path):
         raise RuntimeError(f"{' '.join(argv[:2])} failed (exit {returncode}); see {log_path}")
     with open(result_path) as f:
@@ -256,7 +266,7 @@ def parent(args: argparse.Namespace) -> int:
         result = run_child(
             ["--phase", "pipeline", "--data-dir", folders[n], "--run-dir", run_dir,
              "--epochs", str(args.epochs), "--image-size", str(args.image_size)],
-            os.path.join(run_dir, "child.log"), os.path.join(run_dir, "result.json"),
+            os.path.join(run_dir, "child.log"), os.path.join(run_dir, "result.json"), args.child_timeout,
         )
         result["components"] = component_table(result)
         with open(os.path.join(run_dir, "samples.json"), "w") as f:
@@ -275,7 +285,7 @@ def parent(args: argparse.Namespace) -> int:
             os.makedirs(run_dir, exist_ok=True)
             result = run_child(
                 ["--phase", "head", "--rows", str(rows), "--mode", mode, "--epochs", str(args.epochs)],
-                os.path.join(run_dir, "child.log"), os.path.join(run_dir, "result.json"),
+                os.path.join(run_dir, "child.log"), os.path.join(run_dir, "result.json"), args.child_timeout,
             )
             result.pop("samples")
             report["head"][f"{rows}-{mode}"] = result
@@ -401,6 +411,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--no-head", dest="head", action="store_false",
                         help="skip the head-training measurement (in memory vs spilled)")
+    parser.add_argument("--child-timeout", type=float, default=8 * 3600, metavar="SECONDS",
+                        help="kill a measurement that runs longer than this (default 8 hours)")
     parser.add_argument("--data-only", action="store_true", help="only generate (or check) the data folders")
     parser.add_argument("--keep-outputs", action="store_true", help="keep each run's pipeline root")
     parser.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help="generated data and run outputs")
