@@ -49,7 +49,10 @@ def _check_data_dir(data_dir: str) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs the pipeline; returns the process exit status (0 ok, 1 run failed, 2 bad usage, 3 busy)."""
+    """Runs the pipeline; returns the process exit status (0 ok, 1 run failed, 2 bad usage, 3 busy).
+
+    A failed Beam worker check (remote Beam profiles) is a failed run: status 1, one line.
+    """
     args = parse_args(argv)
     # Before TensorFlow is imported anywhere: TF 2.16 would otherwise mix Keras 3 and tf_keras.
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -90,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     # From here on, stderr (TensorFlow's C++ logs and Python warnings included) goes to the run's
     # log file; known noise is kept off the console.
     with stderr_to_log(os.path.join(pipeline_root, "logs", f"{run_id}.log")):
+        from pipeline.beam_canary import WorkerCheckError  # noqa: PLC0415
         from pipeline.local_run import RunLockError, format_summary, run_local  # noqa: PLC0415  (TFX: ~15 s)
 
         print(f"Running pipeline {config.pipeline_name!r} on {config.data_dir} (run {run_id})", flush=True)
@@ -98,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         except RunLockError as e:
             print(f"error: {e}", flush=True)
             return 3
+        except WorkerCheckError as e:  # nothing ran: the Beam workers of the chosen profile are not usable
+            print(f"error: {e}", flush=True)
+            return 1
         print(format_summary(summary, config), flush=True)
     return 1 if summary.get("error") else 0
 

@@ -12,6 +12,9 @@ incomplete or contradictory settings with a one-line message naming the option:
   as a setup file or a custom SDK container image).
 - ``flink`` / ``spark``: a running Beam job server of a Flink or Spark cluster (job endpoint),
   with the SDK harness environment the cluster's workers use.
+- ``portable``: Beam's PortableRunner on any job server (``embed``: Beam's in-process one), with
+  the same environment settings; with an ``EXTERNAL`` worker pool on this machine it runs the
+  SDK-harness path of Flink and Spark without a cluster.
 
 Nothing here imports Beam; ``parse_with_beam`` does, to check arguments the way Beam will read them.
 """
@@ -27,9 +30,15 @@ MULTI_PROCESSING = "multi-processing"
 DATAFLOW = "dataflow"
 FLINK = "flink"
 SPARK = "spark"
-PROFILES: tuple[str, ...] = (IN_MEMORY, MULTI_PROCESSING, DATAFLOW, FLINK, SPARK)
+PORTABLE = "portable"
+PROFILES: tuple[str, ...] = (IN_MEMORY, MULTI_PROCESSING, DATAFLOW, FLINK, SPARK, PORTABLE)
+# Profiles whose SDK harness is chosen by an environment (EXTERNAL, DOCKER, ...) on a job server.
+JOB_SERVER_PROFILES: tuple[str, ...] = (FLINK, SPARK, PORTABLE)
+# --job-endpoint of the portable profile that starts Beam's job service inside the launching process.
+EMBEDDED_JOB_SERVER = "embed"
+_RUNNERS = {FLINK: "FlinkRunner", SPARK: "SparkRunner", PORTABLE: "PortableRunner"}
 
-# SDK harness environments of portable runners (Flink, Spark). EXTERNAL with a worker pool at
+# SDK harness environments of portable runners (Flink, Spark, any job server). EXTERNAL with a worker pool at
 # localhost:50000 is the usual Kubernetes setup: a Beam worker-pool sidecar (this image started
 # with --worker_pool) next to each Flink task manager / Spark executor.
 ENVIRONMENT_TYPES: tuple[str, ...] = ("EXTERNAL", "DOCKER", "PROCESS", "LOOPBACK")
@@ -54,8 +63,9 @@ class BeamProfile:
       setup_file: Dataflow: this package's setup.py, built and installed on every worker.
       sdk_container_image: Dataflow: a worker image that already holds this package (instead
         of setup_file).
-      job_endpoint: flink/spark: host:port of the cluster's Beam job server.
-      environment_type / environment_config: flink/spark: the SDK harness environment.
+      job_endpoint: flink/spark/portable: host:port of the Beam job server; portable also
+        takes "embed" (Beam's in-process job server).
+      environment_type / environment_config: flink/spark/portable: the SDK harness environment.
       extra_args: more Beam arguments appended verbatim (the runners' repeatable --beam-arg).
     """
 
@@ -80,9 +90,9 @@ _USED_BY: dict[str, tuple[str, ...]] = {
     "temp_location": (DATAFLOW,),
     "setup_file": (DATAFLOW,),
     "sdk_container_image": (DATAFLOW,),
-    "job_endpoint": (FLINK, SPARK),
-    "environment_type": (FLINK, SPARK),
-    "environment_config": (FLINK, SPARK),
+    "job_endpoint": JOB_SERVER_PROFILES,
+    "environment_type": JOB_SERVER_PROFILES,
+    "environment_config": JOB_SERVER_PROFILES,
 }
 
 # Command-line spelling of each setting, so errors name the flag the user typed.
@@ -138,7 +148,7 @@ def validate(profile: BeamProfile) -> None:
 
     if profile.name == DATAFLOW:
         _validate_dataflow(profile)
-    elif profile.name in (FLINK, SPARK):
+    elif profile.name in JOB_SERVER_PROFILES:
         _validate_portable(profile)
 
 
@@ -170,9 +180,12 @@ def _validate_portable(profile: BeamProfile) -> None:
     if not profile.job_endpoint:
         raise ValueError(
             f"the {profile.name} Beam profile needs {_flag('job_endpoint')} HOST:PORT of its Beam job server"
+            + (f" ({EMBEDDED_JOB_SERVER} for Beam's in-process one)" if profile.name == PORTABLE else "")
         )
-    if not _HOST_PORT.fullmatch(profile.job_endpoint):
-        raise ValueError(f"{_flag('job_endpoint')} must be HOST:PORT, got {profile.job_endpoint!r}")
+    embedded_ok = profile.name == PORTABLE and profile.job_endpoint == EMBEDDED_JOB_SERVER
+    if not embedded_ok and not _HOST_PORT.fullmatch(profile.job_endpoint):
+        also = f" or {EMBEDDED_JOB_SERVER}" if profile.name == PORTABLE else ""
+        raise ValueError(f"{_flag('job_endpoint')} must be HOST:PORT{also}, got {profile.job_endpoint!r}")
     env_type = profile.environment_type or DEFAULT_ENVIRONMENT_TYPE
     if env_type not in ENVIRONMENT_TYPES:
         raise ValueError(f"{_flag('environment_type')} must be one of {', '.join(ENVIRONMENT_TYPES)}, got {env_type!r}")
@@ -213,13 +226,13 @@ def beam_args(profile: BeamProfile) -> tuple[str, ...]:
             args.append(f"--sdk_container_image={profile.sdk_container_image}")
         if profile.workers is not None:
             args.append(f"--max_num_workers={profile.workers}")
-    elif profile.name in (FLINK, SPARK):
+    elif profile.name in JOB_SERVER_PROFILES:
         env_type = profile.environment_type or DEFAULT_ENVIRONMENT_TYPE
         env_config = profile.environment_config
         if env_type == "EXTERNAL" and not env_config:
             env_config = DEFAULT_EXTERNAL_ENVIRONMENT
         args += [
-            f"--runner={'FlinkRunner' if profile.name == FLINK else 'SparkRunner'}",
+            f"--runner={_RUNNERS[profile.name]}",
             f"--job_endpoint={profile.job_endpoint}",
             f"--environment_type={env_type}",
         ]

@@ -192,18 +192,32 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, setup_file_default: str 
         metavar="IMAGE",
         help="dataflow: worker image that already contains this package (instead of --setup-file)",
     )
-    beam.add_argument("--job-endpoint", default=None, metavar="HOST:PORT", help="flink/spark: Beam job server")
+    beam.add_argument(
+        "--job-endpoint",
+        default=None,
+        metavar="HOST:PORT",
+        help=f"flink/spark/portable: Beam job server (portable: '{beam_profiles.EMBEDDED_JOB_SERVER}' for Beam's "
+        "in-process one)",
+    )
     beam.add_argument(
         "--beam-environment-type",
         default=None,
         choices=beam_profiles.ENVIRONMENT_TYPES,
-        help=f"flink/spark: SDK harness environment (default {beam_profiles.DEFAULT_ENVIRONMENT_TYPE} "
+        help=f"flink/spark/portable: SDK harness environment (default {beam_profiles.DEFAULT_ENVIRONMENT_TYPE} "
         f"at {beam_profiles.DEFAULT_EXTERNAL_ENVIRONMENT}, a Beam worker-pool sidecar)",
     )
     beam.add_argument(
         "--beam-environment-config",
         default=None,
-        help="flink/spark: DOCKER: SDK image; EXTERNAL: worker pool HOST:PORT; PROCESS: JSON command",
+        help="flink/spark/portable: DOCKER: SDK image; EXTERNAL: worker pool HOST:PORT; PROCESS: JSON command",
+    )
+    beam.add_argument(
+        "--worker-check-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="remote runners: before the Beam steps, a tiny canary job must find a worker within this bound, "
+        "else the run fails with the likely cause (default 120; DOCKER 600; Dataflow 900; 0: no check)",
     )
     parser.set_defaults(setup_file_default=setup_file_default)
 
@@ -335,6 +349,7 @@ def config_from_args(
         report_images=not args.no_report_images,
         enable_cache=not args.no_cache,
         beam_pipeline_args=beam_profiles.beam_args(beam_profile_from_args(args)) or DEFAULT_BEAM_ARGS,
+        worker_check_timeout_s=args.worker_check_timeout,
         **overrides,
     )
     config.validate()

@@ -88,6 +88,9 @@ class PipelineConfig:
       report_images: put thumbnails of the eval images the model got most wrong into local reports.
       enable_cache: reuse outputs of components whose inputs did not change.
       beam_pipeline_args: arguments for every Beam-based component.
+      worker_check_timeout_s: before the Beam steps of a run on a remote runner, a canary job
+        (pipeline.beam_canary) must find a worker within this many seconds; None: the default
+        of the environment (120 s, DOCKER 600 s, Dataflow 900 s); 0: no check.
     """
 
     data_dir: str
@@ -127,6 +130,7 @@ class PipelineConfig:
     report_images: bool = True
     enable_cache: bool = True
     beam_pipeline_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
+    worker_check_timeout_s: float | None = None
 
     def gate_settings(self) -> GateSettings:
         """The Evaluator's gate thresholds (components.evaluation.GateSettings) of this config."""
@@ -190,6 +194,10 @@ class PipelineConfig:
             raise ValueError(f"early stopping patience must be >= 0, got {self.early_stopping_patience}")
         if self.fine_tune_layers < 0 or self.fine_tune_epochs < 0:
             raise ValueError("fine-tune layers and epochs must be >= 0")
+        if self.worker_check_timeout_s is not None and not self.worker_check_timeout_s >= 0:
+            raise ValueError(
+                f"worker check timeout must be >= 0 seconds (0: no check), got {self.worker_check_timeout_s}"
+            )
 
 
 # Our own top-level packages: the only imports whose source is fingerprinted (the rest is pinned

@@ -19,6 +19,7 @@ import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
+from pipeline import beam_canary
 from pipeline.config import PipelineConfig
 
 # Where the Dockerfile puts this repository inside the image (its WORKDIR).
@@ -250,6 +251,8 @@ def compile_pipeline(config: PipelineConfig, image: str, output_path: str, targe
     job = runner.run(tfx_pipeline, write_out=False)
     spec = finish_pipeline_spec(job["pipelineSpec"], defaults, config.pipeline_root)
     disable_caching(spec, READS_OUTSIDE_ARTIFACTS)
+    # Job-server Beam profiles: each Beam step checks its workers before it runs (pipeline.beam_canary).
+    beam_canary.guard_beam_steps(spec, config.beam_pipeline_args, config.worker_check_timeout_s)
     if target == TARGET_KFP:
         problems = unsupported_on_kfp(spec)
         if problems:

@@ -19,6 +19,7 @@ from tfx import v1 as tfx
 from tfx.dsl.compiler import compiler, constants
 from tfx.orchestration.portable import runtime_parameter_utils
 
+from pipeline import beam_canary
 from pipeline.config import PipelineConfig
 from pipeline.logs import new_run_id
 from pipeline.pipeline import create_pipeline
@@ -157,6 +158,8 @@ def run_local(
 
     Raises:
       RunLockError: another run holds the pipeline root.
+      beam_canary.WorkerCheckError: the Beam profile's workers did not run the canary job (one line);
+        nothing of the pipeline ran.
     """
     if not config.metadata_path:
         raise ValueError("a local run needs metadata_path (a SQLite file)")
@@ -180,6 +183,7 @@ def _run_locked(config: PipelineConfig, out: TextIO, run_id: str) -> dict[str, A
         print(line, file=out, flush=True)
 
     pipeline_ir = compiler.Compiler().compile(create_pipeline(config))
+    check_beam_workers(config, log_file, progress)
     # A run id we choose (not the runner's) lets the summary find exactly this run in MLMD.
     runtime_parameter_utils.substitute_runtime_parameter(
         pipeline_ir, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id}
@@ -205,6 +209,34 @@ def _run_locked(config: PipelineConfig, out: TextIO, run_id: str) -> dict[str, A
     with open(os.path.join(config.pipeline_root, SUMMARY_FILE), "w") as f:
         json.dump(summary, f, indent=2, sort_keys=True)
     return summary
+
+
+def check_beam_workers(config: PipelineConfig, log_file: str, progress: Callable[[str], None]) -> None:
+    """Runs the worker check (pipeline.beam_canary) when the Beam steps run on a remote runner.
+
+    Before LocalDagRunner, so a dead worker pool fails the run in bounded time instead of leaving
+    ImageExampleGen waiting for a worker forever. Once per run: every Beam step of a local run uses
+    the same profile, and they run within minutes of each other.
+
+    Args:
+      config: the run's settings (beam_pipeline_args, worker_check_timeout_s).
+      log_file: the canary's Beam logs are appended here.
+      progress: where the check's progress line goes.
+
+    Raises:
+      beam_canary.WorkerCheckError: no worker ran the canary job, or the workers cannot run this pipeline.
+    """
+    target = beam_canary.target_of(config.beam_pipeline_args)
+    if target is None:
+        return
+    if config.worker_check_timeout_s == 0:
+        progress(f"[check] Beam workers ({target.describe()}): not checked (worker check timeout 0)")
+        return
+    bound = config.worker_check_timeout_s or target.default_timeout_s()
+    progress(f"[check] Beam workers ({target.describe()}): canary job, up to {bound:g} s")
+    check = beam_canary.check_workers(config.beam_pipeline_args, bound, log_path=log_file)
+    assert check is not None
+    progress(f"[check] Beam workers ok: the canary job ran in {check.seconds:g} s")
 
 
 def _write_report(

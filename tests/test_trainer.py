@@ -264,6 +264,56 @@ def test_embeddings_spill_to_a_memory_mapped_file(parts, dataset, tmp_path):
     assert len(history.history["val_loss"]) == 2
 
 
+def _spilled_copy(data: "train.Embedded", tmp_path) -> "train.Embedded":
+    """The same items with their store written to a file (as train.embed spills it)."""
+    writer = train._EmbeddingWriter(memory_limit_bytes=0, spill_dir=str(tmp_path))
+    writer.append(data.embeddings)
+    spilled = train.Embedded(writer.finish(), data.labels, data.filenames, data.rows)
+    assert spilled.spilled and list(tmp_path.iterdir()) == []
+    return spilled
+
+
+def test_spilled_batches_are_the_in_memory_batches(tmp_path):
+    data = _random_embedded(50).take(np.arange(49, -1, -1))  # a view in another order, as after a sort
+    spilled = _spilled_copy(train.Embedded(data.embeddings, data.labels, data.filenames, data.rows), tmp_path)
+    batch_size, epochs, seed = 8, 3, 5
+    expected = list(train._gather(data, train.batch_indices(50, batch_size, epochs, seed),
+                                  tf.constant(data.embeddings)))
+    # 2 batches per chunk: 4 chunks per epoch, the last one holding a partial batch of 2.
+    chunk_bytes = 2 * batch_size * 16 * 4
+    got = list(train.spilled_batches(spilled, train.epoch_orders(50, epochs, seed), batch_size, chunk_bytes))
+    assert [len(x) for x, _ in got] == [8, 8, 8, 8, 8, 8, 2] * epochs
+    for (x, y), (ex, ey) in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(x.numpy(), ex.numpy())
+        np.testing.assert_array_equal(y.numpy(), ey.numpy())
+
+
+def test_head_trained_on_a_spilled_store_equals_the_in_memory_one(tmp_path):
+    data = _random_embedded(120, seed=4)
+    held_out = np.arange(120) % 5 == 0
+    spilled = _spilled_copy(data, tmp_path)
+    params = train.TrainParams(epochs=3, batch_size=16, early_stopping_patience=2)
+    heads = [model.build_head(16, N_LABELS, hidden_units=8, dropout=0.0) for _ in range(2)]
+    heads[1].set_weights(heads[0].get_weights())
+    histories = []
+    for head, store in zip(heads, (data, spilled), strict=True):
+        histories.append(train.train_head(head, store.take(~held_out), store.take(held_out), params).history)
+    assert histories[0].keys() == histories[1].keys()
+    for key, values in histories[0].items():
+        np.testing.assert_allclose(histories[1][key], values, rtol=1e-6, err_msg=key)
+    for a, b in zip(heads[0].get_weights(), heads[1].get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_spilled_rows_come_back_in_the_order_asked(tmp_path):
+    data = _random_embedded(30)
+    store = _spilled_copy(data, tmp_path).embeddings
+    wanted = np.array([29, 0, 7, 7, 3])
+    np.testing.assert_array_equal(store.rows(wanted), data.embeddings[wanted])
+    assert store.rows(np.array([], np.int64)).shape == (0, 16)
+    np.testing.assert_array_equal(np.asarray(store), data.embeddings)
+
+
 def test_fine_tuning_changes_only_the_unfrozen_top_layers(dataset):
     backbone = model.freeze(backbones.build_backbone("mobilenet_v2", 32, weights=None))
     extractor = model.build_feature_extractor(backbone)

@@ -153,6 +153,9 @@ def train_and_export(
             transform=transform,
         )
         seconds["embed"] = time.monotonic() - start
+        # In file-name order, not the order the examples were written in (which depends on how
+        # Beam sharded and shuffled them): the same examples give the same training on any runner.
+        embedded = embedded.take(np.argsort(embedded.filenames, kind="stable"))
         held_out = train.validation_mask(embedded.filenames, params.validation_buckets)
         logger.info(
             "embedded %d training images in %.1f s (%d held out for validation; %s)",

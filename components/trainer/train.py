@@ -4,9 +4,11 @@ The backbone is frozen, so its output for an image never changes during training
 computing it once and training the head on the cached embeddings gives the same
 result as running the backbone every epoch, at a fraction of the cost.
 
-The cache stays in memory up to a limit (DEFAULT_EMBEDDING_MEMORY_LIMIT: ~200,000 1280-d
-embeddings) and spills to a memory-mapped file on local disk beyond it, so its memory use is
-bounded whatever the number of images. The optional fine-tuning phase changes the backbone, so
+The cache stays in memory up to a limit (DEFAULT_EMBEDDING_MEMORY_LIMIT: ~52,000 1280-d
+embeddings) and spills to a file on local disk beyond it (SpilledEmbeddings). Head training then
+reads that file in large chunks through tf.data (one Python call per ~32 MB, never per batch),
+in exactly the batches the in-memory path makes, so memory stays bounded whatever the number of
+images and the trained head is the same. The optional fine-tuning phase changes the backbone, so
 it cannot use the cache: it decodes and runs every image through the backbone every epoch.
 """
 
@@ -15,8 +17,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import mmap
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -28,7 +32,12 @@ from pipeline import labels
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_EMBEDDING_MEMORY_LIMIT = 1 << 30  # bytes of embeddings kept in memory before spilling to disk
+# Bytes of embeddings kept in memory before spilling to disk. In memory the store exists about
+# three times over for a moment (batches, their concatenation, the tensor head training gathers
+# from): at 1 GiB that was 3 GB at 192,000 training images; spilled, head training holds a few chunks.
+DEFAULT_EMBEDDING_MEMORY_LIMIT = 256 << 20
+# Rows of a spilled store read per Python call during head training (rounded to whole batches).
+SPILLED_CHUNK_BYTES = 32 << 20
 DEFAULT_MAX_POSITIVE_WEIGHT = 20.0  # clip of the per-label positive weight n_neg / n_pos (and of its inverse)
 _EVAL_BATCH = 256
 # Keras' Python loop between graph calls cost nearly as much as the head's steps themselves:
@@ -36,21 +45,57 @@ _EVAL_BATCH = 256
 HEAD_STEPS_PER_EXECUTION = 64
 
 
+class SpilledEmbeddings:
+    """An (N, C) float32 embedding store in an unlinked local file, read by rows.
+
+    Rows are read through a shared read-only mapping whose pages are released after every read
+    (madvise DONTNEED): a mapped page counts in the process's resident memory, and after one
+    epoch the whole store would; released, they stay in the kernel's page cache only.
+    """
+
+    def __init__(self, fd: int, rows: int, dim: int):
+        self.shape = (rows, dim)
+        self.dtype = np.dtype(np.float32)
+        self._map = mmap.mmap(fd, rows * dim * 4, prot=mmap.PROT_READ) if rows else None
+        self._lock = threading.Lock()  # tf.data's reader thread and the validation callback share it
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def rows(self, indices: np.ndarray) -> np.ndarray:
+        """The given rows, in the given order, as an in-memory array."""
+        indices = np.asarray(indices, dtype=np.int64)
+        out = np.empty((len(indices), self.shape[1]), np.float32)
+        if not len(indices):
+            return out
+        order = np.argsort(indices, kind="stable")  # one forward sweep through the file
+        with self._lock:
+            table = np.frombuffer(self._map, np.float32).reshape(self.shape)
+            out[order] = table[indices[order]]
+            del table  # the mapping can only be advised once no array exports it
+            self._map.madvise(mmap.MADV_DONTNEED)
+        return out
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        everything = self.rows(np.arange(self.shape[0]))
+        return everything if dtype is None else everything.astype(dtype)
+
+
 @dataclasses.dataclass(frozen=True)
 class Embedded:
     """Embeddings of a set of images with their labels.
 
-    A subset made by ``take`` shares the embedding store (which may be a disk-backed memmap)
-    instead of copying it: item i of the set is ``embeddings[rows[i]]``.
+    A subset made by ``take`` shares the embedding store (which may be on disk) instead of
+    copying it: item i of the set is ``embeddings[rows[i]]``.
 
     Attributes:
-      embeddings: float32 (M, C) store, in memory or a read-only np.memmap.
+      embeddings: float32 (M, C) store: an array in memory, or SpilledEmbeddings.
       labels: float32 (N, L), one row per item.
       filenames: (N,) file names, as str.
       rows: (N,) row of each item in ``embeddings``; None means item i is row i.
     """
 
-    embeddings: np.ndarray
+    embeddings: np.ndarray | SpilledEmbeddings
     labels: np.ndarray
     filenames: np.ndarray
     rows: np.ndarray | None = None
@@ -60,20 +105,22 @@ class Embedded:
 
     @property
     def spilled(self) -> bool:
-        """Whether the embeddings live in a memory-mapped file rather than in memory."""
-        return isinstance(self.embeddings, np.memmap)
+        """Whether the embeddings live in a file rather than in memory."""
+        return isinstance(self.embeddings, SpilledEmbeddings)
 
     def row_indices(self) -> np.ndarray:
         """The row in ``embeddings`` of every item."""
         return np.arange(len(self.labels)) if self.rows is None else self.rows
 
     def take(self, mask: np.ndarray) -> "Embedded":
-        """Returns the items where mask is True (sharing the embedding store)."""
+        """Returns the items a boolean mask or an index array selects, in that order (sharing the store)."""
         return Embedded(self.embeddings, self.labels[mask], self.filenames[mask], self.row_indices()[mask])
 
     def vectors(self, items: np.ndarray | None = None) -> np.ndarray:
         """The embeddings of the given items (all when None), as an in-memory array."""
         rows = self.row_indices() if items is None else self.row_indices()[items]
+        if isinstance(self.embeddings, SpilledEmbeddings):
+            return self.embeddings.rows(rows)
         return np.asarray(self.embeddings[rows], dtype=np.float32)
 
 
@@ -136,14 +183,17 @@ class _EmbeddingWriter:
             self._chunks.append(chunk)
         self._rows += len(chunk)
 
-    def finish(self) -> np.ndarray:
+    def finish(self) -> np.ndarray | SpilledEmbeddings:
         if self._file is None:
             return np.concatenate(self._chunks)
         self._file.close()
-        store = np.memmap(self._path, dtype=np.float32, mode="r", shape=(self._rows, self._dim))
-        # The mapping keeps the data alive; unlinking now means nothing is left behind on disk.
-        os.unlink(self._path)
-        return store
+        fd = os.open(self._path, os.O_RDONLY)
+        try:
+            # The mapping keeps the data alive; unlinking now means nothing is left behind on disk.
+            os.unlink(self._path)
+            return SpilledEmbeddings(fd, self._rows, self._dim)
+        finally:
+            os.close(fd)
 
 
 def embed(
@@ -163,7 +213,7 @@ def embed(
       dataset: batches of dicts with image_raw ([B] or raw [B, 1]) and filename, and labels
         unless ``transform`` makes them (data.read_examples).
       image_size: the size images are resized to.
-      memory_limit_bytes: embeddings beyond this size go to a memory-mapped file instead of memory.
+      memory_limit_bytes: embeddings beyond this size go to a local file instead of memory.
       spill_dir: local folder for that file (default: the system temp folder).
       transform: raw features -> features with labels and filename
         (tft.TFTransformOutput.transform_raw_features), run as one traced function per batch
@@ -310,12 +360,19 @@ def compile_for_training(
     )
 
 
-def batch_indices(n: int, batch_size: int, epochs: int, seed: int) -> tf.data.Dataset:
-    """Index batches for ``epochs`` epochs: a new seeded permutation of range(n) each epoch.
+def epoch_orders(n: int, epochs: int, seed: int) -> np.ndarray:
+    """The item order of every epoch: a seeded permutation of range(n) per epoch, (epochs, n).
 
     Computed with numpy from (seed, epoch), so the order is the same in every process and for
-    the cached and uncached paths; batches never cross an epoch boundary. Use with
-    ``steps_per_epoch = ceil(n / batch_size)``.
+    the cached, uncached, in-memory and spilled paths.
+    """
+    return np.stack([np.random.default_rng([seed, epoch]).permutation(n) for epoch in range(epochs)])
+
+
+def batch_indices(n: int, batch_size: int, epochs: int, seed: int) -> tf.data.Dataset:
+    """Index batches for ``epochs`` epochs in the orders of epoch_orders.
+
+    Batches never cross an epoch boundary. Use with ``steps_per_epoch = ceil(n / batch_size)``.
 
     Args:
       n: number of items.
@@ -326,40 +383,77 @@ def batch_indices(n: int, batch_size: int, epochs: int, seed: int) -> tf.data.Da
     Returns:
       A dataset of int64 index vectors.
     """
-    orders = np.stack([np.random.default_rng([seed, epoch]).permutation(n) for epoch in range(epochs)])
-    return tf.data.Dataset.from_tensor_slices(orders).flat_map(
+    return tf.data.Dataset.from_tensor_slices(epoch_orders(n, epochs, seed)).flat_map(
         lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
     )
 
 
-def _gather(
-    embedded: Embedded, index_batches: tf.data.Dataset, store: tf.Tensor | None = None
-) -> tf.data.Dataset:
-    """(embeddings, labels) batches for index batches.
+def _gather(embedded: Embedded, index_batches: tf.data.Dataset, store: tf.Tensor) -> tf.data.Dataset:
+    """(embeddings, labels) batches for index batches, gathered inside tf.data from an in-memory store.
 
-    In memory, ``store`` (the embeddings as one tensor) is gathered from inside tf.data; a
-    disk-backed store is read through numpy instead (slower per step: the Python call holds the GIL).
+    Args:
+      embedded: the items.
+      index_batches: item index vectors (batch_indices).
+      store: ``embedded.embeddings`` as one tensor (shared by the training and validation views).
     """
-    if store is not None:
-        rows = tf.constant(embedded.row_indices())
-        label_values = tf.constant(embedded.labels)
-        return data.without_autotune(
-            index_batches.map(
-                lambda items: (tf.gather(store, tf.gather(rows, items)), tf.gather(label_values, items))
-            ).prefetch(tf.data.AUTOTUNE)
-        )
+    rows = tf.constant(embedded.row_indices())
+    label_values = tf.constant(embedded.labels)
+    return data.without_autotune(
+        index_batches.map(
+            lambda items: (tf.gather(store, tf.gather(rows, items)), tf.gather(label_values, items))
+        ).prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def spilled_batches(
+    embedded: Embedded, orders: np.ndarray, batch_size: int, chunk_bytes: int = SPILLED_CHUNK_BYTES
+) -> tf.data.Dataset:
+    """(embeddings, labels) batches of a spilled store, in exactly the batches ``_gather`` makes.
+
+    Each epoch's order is cut into chunks of whole batches (~chunk_bytes of embeddings); one
+    Python call reads a chunk's rows from the file (SpilledEmbeddings.rows, one forward sweep),
+    and tf.data cuts it into batches and reads the next chunk while the head trains on this one.
+    Per batch, nothing runs in Python.
+
+    Args:
+      embedded: items whose embeddings are spilled.
+      orders: (epochs, n) item orders (epoch_orders, or one epoch of range(n)).
+      batch_size: batch size; batches never cross an epoch boundary.
+      chunk_bytes: embedding bytes read per Python call (rounded down to whole batches, at least one).
+
+    Returns:
+      A dataset of (float32 [B, C], float32 [B, L]).
+    """
+    epochs, n = orders.shape
     dim, num_labels = embedded.embeddings.shape[1], embedded.labels.shape[1]
+    rows_per_chunk = max(1, chunk_bytes // (dim * 4) // batch_size) * batch_size
+    chunks_per_epoch = max(1, math.ceil(n / rows_per_chunk))
+    item_rows, label_values = embedded.row_indices(), embedded.labels
 
-    def _numpy_gather(items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return embedded.vectors(items), embedded.labels[items]
+    def read(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        epoch, chunk = divmod(int(index), chunks_per_epoch)
+        items = orders[epoch, chunk * rows_per_chunk : (chunk + 1) * rows_per_chunk]
+        return embedded.embeddings.rows(item_rows[items]), label_values[items]
 
-    def _map(items: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        x, y = tf.numpy_function(_numpy_gather, [items], (tf.float32, tf.float32), stateful=False)
+    def cut(x: tf.Tensor, y: tf.Tensor) -> tf.data.Dataset:
+        full = tf.shape(x)[0] // batch_size * batch_size
+        whole = tf.data.Dataset.from_tensor_slices((
+            tf.reshape(x[:full], [-1, batch_size, dim]),
+            tf.reshape(y[:full], [-1, batch_size, num_labels]),
+        ))
+        rest = tf.data.Dataset.from_tensors((x[full:], y[full:])).filter(lambda a, _: tf.shape(a)[0] > 0)
+        return whole.concatenate(rest)
+
+    def load(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        x, y = tf.numpy_function(read, [index], (tf.float32, tf.float32), stateful=False)
         x.set_shape([None, dim])
         y.set_shape([None, num_labels])
         return x, y
 
-    return data.without_autotune(index_batches.map(_map).prefetch(tf.data.AUTOTUNE))
+    batches = tf.data.Dataset.range(epochs * chunks_per_epoch).map(load).prefetch(1).flat_map(cut).prefetch(2)
+    # flat_map hides the length, which Keras needs for validation data with steps_per_execution > 1.
+    batches = batches.apply(tf.data.experimental.assert_cardinality(epochs * math.ceil(n / batch_size)))
+    return data.without_autotune(batches)
 
 
 def epoch_logger(prefix: str = "epoch") -> tf_keras.callbacks.Callback:
@@ -451,16 +545,21 @@ def train_head(
         head, params.learning_rate, pos_weights, label_names, step_metrics=False,
         steps_per_execution=HEAD_STEPS_PER_EXECUTION,
     )
-    # One in-memory tensor of the whole store, shared by the training and validation views.
-    store = None if train.spilled else tf.constant(train.embeddings)
-    train_ds = _gather(train, batch_indices(len(train), params.batch_size, params.epochs, params.seed), store)
+    if train.spilled:
+        train_ds = spilled_batches(train, epoch_orders(len(train), params.epochs, params.seed), params.batch_size)
+    else:
+        # One in-memory tensor of the whole store, shared by the training and validation views.
+        store = tf.constant(train.embeddings)
+        train_ds = _gather(train, batch_indices(len(train), params.batch_size, params.epochs, params.seed), store)
     extra = []
     val_ds = None
     if validation is not None and len(validation):
-        shared = store if validation.embeddings is train.embeddings else None
-        if shared is None and not validation.spilled:
-            shared = tf.constant(validation.embeddings)
-        val_ds = _gather(validation, tf.data.Dataset.range(len(validation)).batch(_EVAL_BATCH), shared)
+        if validation.spilled:
+            val_ds = spilled_batches(validation, np.arange(len(validation))[None], _EVAL_BATCH)
+        else:
+            shared = store if not train.spilled and validation.embeddings is train.embeddings else None
+            shared = tf.constant(validation.embeddings) if shared is None else shared
+            val_ds = _gather(validation, tf.data.Dataset.range(len(validation)).batch(_EVAL_BATCH), shared)
         extra = [ValidationAUC(validation, label_names),
                  *early_stopping(params.early_stopping_patience)]
     return head.fit(
@@ -624,9 +723,13 @@ def out_of_fold_predictions(
     # Targets: the labels, then a one-hot of the item's fold (the loss masks that head out).
     targets = Embedded(embedded.embeddings, np.concatenate(
         [embedded.labels, np.eye(folds, dtype=np.float32)[fold_of]], axis=1), embedded.filenames, embedded.rows)
-    store = None if embedded.spilled else tf.constant(embedded.embeddings)
+    if embedded.spilled:
+        batches = spilled_batches(targets, epoch_orders(n, params.epochs, params.seed + 1), params.batch_size)
+    else:
+        batches = _gather(targets, batch_indices(n, params.batch_size, params.epochs, params.seed + 1),
+                          tf.constant(embedded.embeddings))
     stacked.fit(
-        _gather(targets, batch_indices(n, params.batch_size, params.epochs, params.seed + 1), store),
+        batches,
         epochs=params.epochs, steps_per_epoch=math.ceil(n / params.batch_size), verbose=0,
         callbacks=[epoch_logger("out-of-fold heads epoch")],
     )
