@@ -19,7 +19,8 @@ import tensorflow as tf
 from tfx import v1 as tfx
 
 from components import baseline as serving_baseline
-from components import evaluation
+from components import evaluation, tflite_gate, tflite_scoring
+from components.trainer.tflite_export import TFLITE_FILE
 
 GATES_FILE = evaluation.GATES_FILE
 BLESSED_FILE, NOT_BLESSED_FILE = "BLESSED", "NOT_BLESSED"
@@ -75,6 +76,8 @@ def EvaluationGate(
     baseline: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
     fairness_min_count: tfx.dsl.components.Parameter[int] = evaluation.GateSettings.fairness_min_count,
     code_version: tfx.dsl.components.Parameter[str] = "",
+    tflite_evaluation: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelEvaluation] = None,
+    max_tflite_auc_drop: tfx.dsl.components.Parameter[float] = tflite_gate.DEFAULT_MAX_DROP,
 ) -> None:
     """Writes a ModelBlessing that is positive only when every gate passed.
 
@@ -86,6 +89,8 @@ def EvaluationGate(
       baseline: ServingBaseline's output (the model serving now, or empty), for the gate record.
       fairness_min_count: positives and negatives a group needs for its fairness comparisons to be judged.
       code_version: fingerprint of the gate's code, so that caching sees code changes.
+      tflite_evaluation: TFLiteEvaluator's output when the model has a model.tflite (tflite_auc gate).
+      max_tflite_auc_drop: see components.tflite_gate.
 
     Raises:
       ValueError: the model's own label list differs from label_names.
@@ -97,6 +102,11 @@ def EvaluationGate(
         raise ValueError(f"the model's labels {stored} differ from the pipeline's {names}")
     note = baseline.get_string_custom_property(serving_baseline.NOTE_PROPERTY) if baseline is not None else None
     record = judge(evaluation_result.uri, names, fairness_min_count, baseline_note=note)
+    tflite_record = tflite_scoring.read_record(tflite_evaluation.uri) if tflite_evaluation is not None else None
+    has_tflite = tf.io.gfile.exists(os.path.join(model.uri, "Format-Serving", TFLITE_FILE))
+    record = tflite_gate.apply(record, tflite_gate.tflite_gate(
+        tflite_record, tflite_gate.savedmodel_macro_auc(record), max_tflite_auc_drop, has_tflite
+    ))
     if baseline is not None:
         record["baseline"] = {
             "version": baseline.get_int_custom_property(serving_baseline.VERSION_PROPERTY) or None,

@@ -187,6 +187,7 @@ def predict_folder(
     threshold_overrides: Mapping[str, float] | None = None,
     default_threshold: float = DEFAULT_THRESHOLD,
     batch_size: int = 32,
+    tflite: bool = False,
 ) -> PredictionSummary:
     """Predicts every file of a folder and writes the CSV.
 
@@ -197,13 +198,15 @@ def predict_folder(
       threshold_overrides: label -> threshold, over the model's stored thresholds.
       default_threshold: for labels with neither.
       batch_size: images per model call.
+      tflite: run the version's on-device model.tflite instead of the SavedModel
+        (components.tflite_predict).
 
     Returns:
       The counts.
 
     Raises:
-      FileNotFoundError: the folder or the model's label list is missing.
-      ValueError: a bad threshold.
+      FileNotFoundError: the folder or the model's label list is missing (or model.tflite, with tflite).
+      ValueError: a bad threshold, or a model.tflite whose labels differ from labels.json's.
     """
     import tensorflow as tf  # noqa: PLC0415
 
@@ -212,7 +215,14 @@ def predict_folder(
     meta = model_metadata(model_dir)
     label_names = list(meta["label_names"])
     thresholds = resolve_thresholds(label_names, meta.get("thresholds"), threshold_overrides, default_threshold)
-    predict = tf.saved_model.load(model_dir).signatures[IMAGES_SIGNATURE]
+    if tflite:
+        from components.tflite_predict import TFLiteImages  # noqa: PLC0415
+
+        predict = TFLiteImages(model_dir)
+        if predict.label_names != label_names:
+            raise ValueError(f"model.tflite's labels {predict.label_names} differ from labels.json's {label_names}")
+    else:
+        predict = tf.saved_model.load(model_dir).signatures[IMAGES_SIGNATURE]
     files = list_files(folder)
     errors = 0
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)

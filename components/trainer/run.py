@@ -12,8 +12,8 @@ import tensorflow_transform as tft
 import tf_keras
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-from components.trainer import backbones, export, model, train
-from components.trainer.data import read_examples, with_labels
+from components.trainer import backbones, export, model, tflite_engine, tflite_export, train
+from components.trainer.data import count_examples, read_examples, with_labels
 from pipeline import labels
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,9 @@ class TrainerConfig:
       fine_tune_epochs: epochs of that phase (every image through the backbone each epoch: slow).
       fine_tune_learning_rate: Adam learning rate of that phase.
       embedding_memory_mb: embeddings beyond this many MiB are kept in a memory-mapped local file.
+      embedding_engine: auto, tf or tflite: what runs the frozen embedding pass (tflite_engine).
+      tflite_cache_dir: where converted backbones are cached ("" = ~/.cache/facepipe/tflite).
+      export_tflite: none, float or int8: also export model.tflite (tflite_export).
       code_version: fingerprint of the trainer code (for the cache key only).
     """
 
@@ -51,6 +54,9 @@ class TrainerConfig:
     fine_tune_epochs: int = 3
     fine_tune_learning_rate: float = 1e-4
     embedding_memory_mb: int = train.DEFAULT_EMBEDDING_MEMORY_LIMIT >> 20
+    embedding_engine: str = tflite_engine.AUTO
+    tflite_cache_dir: str = ""
+    export_tflite: str = tflite_export.NONE
     code_version: str = ""
 
     @classmethod
@@ -72,7 +78,9 @@ class TrainResult:
       fine_tuned_layers: names of the backbone layers fine-tuned (empty: none).
       fine_tune_epochs: fine-tuning epochs run.
       embeddings_spilled: whether the cache went to a memory-mapped file.
-      seconds: wall time per phase (embed, head, fine_tune, export).
+      seconds: wall time per phase (embed, head, fine_tune, export, export_tflite).
+      embedding_engine: what ran the embedding pass (tflite_engine.EngineReport as a dict).
+      tflite: model.tflite's metadata and export check, or None when not exported.
     """
 
     train_examples: int
@@ -83,6 +91,8 @@ class TrainResult:
     fine_tune_epochs: int
     embeddings_spilled: bool
     seconds: dict[str, float]
+    embedding_engine: dict = dataclasses.field(default_factory=dict)
+    tflite: dict | None = None
 
 
 def train_and_export(
@@ -128,8 +138,17 @@ def train_and_export(
     transform = tft.TFTransformOutput(transform_output).transform_raw_features if transform_output else None
     with tempfile.TemporaryDirectory(prefix="facepipe-embeddings-") as spill_dir:
         start = time.monotonic()
-        embedded = train.embed(
+        embedder, engine = tflite_engine.select_embedder(
+            config.embedding_engine,
             extractor,
+            train.tf_embedder(extractor),
+            config.backbone,
+            config.image_size,
+            count_examples(train_files) if config.embedding_engine == tflite_engine.AUTO else None,
+            cache_dir=config.tflite_cache_dir or None,
+        )
+        embedded = train.embed(
+            embedder,
             read_examples(train_files, feature_spec, config.batch_size),
             config.image_size,
             memory_limit_bytes=config.embedding_memory_mb << 20,
@@ -139,9 +158,10 @@ def train_and_export(
         seconds["embed"] = time.monotonic() - start
         held_out = train.validation_mask(embedded.filenames, params.validation_buckets)
         logger.info(
-            "embedded %d training images in %.1f s (%d held out for validation; %s)",
+            "embedded %d training images in %.1f s with %s (%d held out for validation; %s)",
             len(held_out),
             seconds["embed"],
+            engine.used,
             held_out.sum(),
             "spilled to disk" if embedded.spilled else "in memory",
         )
@@ -195,6 +215,14 @@ def train_and_export(
     start = time.monotonic()
     export.export_model(full_model, serving_model_dir, config.image_size, transform_output=transform_output)
     seconds["export"] = time.monotonic() - start
+    tflite = None
+    if config.export_tflite != tflite_export.NONE:
+        start = time.monotonic()
+        tflite = tflite_export.export_from_training_data(
+            full_model, serving_model_dir, config.image_size, config.export_tflite,
+            read_examples(train_files, feature_spec, config.batch_size),
+        )
+        seconds["export_tflite"] = time.monotonic() - start
     result = TrainResult(
         train_examples=len(training),
         validation_examples=len(validation),
@@ -204,6 +232,8 @@ def train_and_export(
         fine_tune_epochs=fine_tune_epochs,
         embeddings_spilled=embedded.spilled,
         seconds={k: round(v, 2) for k, v in seconds.items()},
+        embedding_engine=engine.to_dict(),
+        tflite=tflite,
     )
     logger.info("trainer result: %s", result)
     return result
