@@ -18,6 +18,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components import evaluation
+from components.report import on_device
 from pipeline import labels
 
 REPORTS_DIR = "reports"  # <pipeline_root>/reports/<run id>/
@@ -338,6 +339,7 @@ def build_report(store: metadata_store.MetadataStore, run_id: str) -> dict[str, 
     definitions = {d.name: d.description for d in labels.LABELS}
 
     report_eval: dict[str, Any] = {"available": False}
+    results = None
     if (ev := runs.get(pipeline_def.EVALUATOR)) and ev.outputs.get("evaluation") and ev.state in ("complete", "cached"):
         uri = ev.outputs["evaluation"][0].uri
         results = evaluation.load_eval_results(uri, label_names)
@@ -383,8 +385,18 @@ def build_report(store: metadata_store.MetadataStore, run_id: str) -> dict[str, 
         "labels": [{"name": n, "definition": definitions.get(n, "")} for n in label_names],
         "model": model,
         "evaluation": report_eval,
+        "on_device": on_device.collect(_output_uri(runs, pipeline_def.TFLITE_EVALUATOR, "evaluation"),
+                                       gates_record, results),
         "data": data,
     }
+
+
+def _output_uri(runs: dict[str, Any], node: str, key: str) -> str | None:
+    """The URI of a completed component's output, or None."""
+    run = runs.get(node)
+    if run is None or run.state not in ("complete", "cached") or not run.outputs.get(key):
+        return None
+    return run.outputs[key][0].uri
 
 
 def report_dir(pipeline_root: str, run_id: str) -> str:

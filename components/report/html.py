@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from components import evaluation
+from components.report import on_device
 
 TABLE_METRICS: tuple[tuple[str, str], ...] = (
     ("auc", "AUC"),
@@ -511,6 +512,7 @@ def render_html(report: dict[str, Any]) -> str:
             *(f"<div>{svgs[k]}</div>" for k in ("roc", "pr", "calibration") if k in svgs),
             _co_prediction_section(report),
             "<h2 id='baseline'>Comparison with the baseline model</h2>", _baseline_section(report),
+            on_device.section_html(report.get("on_device")),
         ]
     else:
         sections.append("<p class='note'>No evaluation: the Evaluator did not complete in this run.</p>")
