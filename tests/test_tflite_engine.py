@@ -224,3 +224,47 @@ def test_keras_backbones_convert_and_match_tf_with_random_weights(name, tmp_path
         train.tf_embedder(ext)(tf.constant(images)), tflite_engine.TFLiteEmbedder(converted.model)(images)
     )
     assert check.passed, check
+
+
+# --- flags and pipeline ----------------------------------------------------------------------------
+
+
+def test_config_choices_are_the_modules_choices():
+    from components.trainer import tflite_export
+    from pipeline import config
+
+    assert config.EMBEDDING_ENGINES == tflite_engine.ENGINES
+    assert config.TFLITE_EXPORTS == tflite_export.EXPORT_MODES
+
+
+def test_tflite_flags_reach_the_trainer_and_add_the_tflite_evaluator(tmp_path):
+    import argparse
+    import json
+
+    from pipeline import cli
+    from pipeline import pipeline as pipeline_def
+
+    parser = argparse.ArgumentParser()
+    cli.add_pipeline_flags(parser)
+
+    def build(argv):
+        config = cli.config_from_args(parser.parse_args(argv), str(tmp_path), str(tmp_path / "r"), str(tmp_path), None)
+        return config, {c.id: c for c in pipeline_def.create_pipeline(config).components}
+
+    config, components = build([])
+    assert (config.embedding_engine, config.export_tflite, config.max_tflite_auc_drop) == ("auto", "none", 0.01)
+    assert pipeline_def.TFLITE_EVALUATOR not in components
+    config, components = build("--embedding-engine tf --export-tflite int8 --max-tflite-auc-drop 0.005 "
+                               "--tflite-cache-dir /c".split())
+    custom = components[pipeline_def.TRAINER].exec_properties["custom_config"]
+    custom = json.loads(custom) if isinstance(custom, str) else custom
+    assert {k: custom[k] for k in ("embedding_engine", "export_tflite", "tflite_cache_dir")} == {
+        "embedding_engine": "tf", "export_tflite": "int8", "tflite_cache_dir": "/c"}
+    assert pipeline_def.TFLITE_EVALUATOR in components
+    gate = components[pipeline_def.EVALUATION_GATE]
+    assert gate.exec_properties["max_tflite_auc_drop"] == 0.005
+    assert "tflite_evaluation" in gate.inputs
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--export-tflite", "fp16"])
+    with pytest.raises(ValueError, match="max TFLite AUC drop"):
+        build(["--max-tflite-auc-drop", "2"])
