@@ -14,7 +14,7 @@ import tensorflow as tf
 from PIL import Image
 
 from components import cpus
-from components.trainer import backbones, model, tflite_engine, train
+from components.trainer import backbones, data, model, tflite_engine, train
 from pipeline import labels
 
 SIZE = 64
@@ -189,13 +189,44 @@ def test_a_failed_check_falls_back_to_tf_in_auto_and_stops_tflite(extractor, dat
         return tf_path(tf.constant(images)) + 0.5
 
     report = tflite_engine.EngineReport("auto", "tflite", "test")
-    auto = tflite_engine.CheckedEmbedder(tf_path, wrong, report, strict=False)
+    auto = tflite_engine.CheckedEmbedder(tf_path, {2: wrong}, report, strict=False)
     embedded = train.embed(auto, dataset, SIZE)
     np.testing.assert_allclose(embedded.embeddings, train.embed(extractor, dataset, SIZE).embeddings, atol=1e-6)
     assert report.used == "tf" and not report.check.passed and "differ from TensorFlow's" in report.fallback
-    strict = tflite_engine.CheckedEmbedder(tf_path, wrong, tflite_engine.EngineReport("tflite", "tflite", "t"), True)
+    report = tflite_engine.EngineReport("tflite", "tflite", "t")
+    strict = tflite_engine.CheckedEmbedder(tf_path, {2: wrong}, report, strict=True)
     with pytest.raises(RuntimeError, match="refuses them"):
         train.embed(strict, dataset, SIZE)
+
+
+def test_auto_keeps_the_fastest_of_tf_and_each_thread_count(extractor, dataset, caplog):
+    import time
+
+    tf_path = train.tf_embedder(extractor)
+    known = {}
+    for batch in dataset:
+        images = data.decode_images(batch[labels.IMAGE_KEY], SIZE)
+        known[float(images.numpy().sum())] = tf_path(images)
+
+    def fast(pixels):  # right answers, at once
+        return known[float(pixels.sum())]
+
+    def slow(pixels):  # right answers, slower than TensorFlow
+        time.sleep(1.0)
+        return known[float(pixels.sum())]
+
+    report = tflite_engine.EngineReport("auto", "tflite", "test", threads=2)
+    with caplog.at_level(logging.INFO, logger=tflite_engine.__name__):
+        train.embed(tflite_engine.CheckedEmbedder(tf_path, {2: slow, 1: fast}, report, strict=False), dataset, SIZE)
+    assert report.used == "tflite" and report.threads == 1 and not report.fallback
+    assert set(report.probe) == {"tf", "tflite_2_threads", "tflite_1_threads"}
+    assert report.probe["tflite_2_threads"] > 100  # ms per image: the sleeping one
+    assert any("TFLite with 1 thread(s)" in r.getMessage() for r in caplog.records)
+
+    report = tflite_engine.EngineReport("auto", "tflite", "test", threads=2)
+    embedded = train.embed(tflite_engine.CheckedEmbedder(tf_path, {2: slow}, report, strict=False), dataset, SIZE)
+    assert report.used == "tf" and "not faster than TensorFlow" in report.fallback
+    assert embedded.embeddings.shape == (20, 1280)
 
 
 @pytest.mark.slow

@@ -13,6 +13,9 @@ docs/performance.md for the measurements that set the constants below.
 - Before any TFLite embedding is kept, the first batch is embedded by both and compared
   (EmbeddingCheck, logged); a difference beyond the tolerance falls back to TensorFlow in
   ``auto`` and stops the run in ``tflite``.
+- In ``auto`` the second batch is a speed probe: TensorFlow, TFLite with every available CPU
+  and TFLite with one thread each embed it, and the fastest embeds the rest (logged): on CPUs
+  shared with other work, multi-threaded XNNPACK can be slower than TensorFlow.
 
 The exported SavedModel does not change: it is built from the TensorFlow backbone.
 """
@@ -263,6 +266,7 @@ class EngineReport:
       cache_hit: whether the converted backbone came from the cache (None: not tried).
       convert_seconds: seconds to read or convert it.
       check: the comparison with TensorFlow on the first batch (None: not run).
+      probe: ms per image of TF and each TFLite thread count on the second batch (auto only).
       fallback: why TensorFlow was used after TFLite was chosen ("" when it was not).
     """
 
@@ -273,6 +277,7 @@ class EngineReport:
     cache_hit: bool | None = None
     convert_seconds: float = 0.0
     check: EmbeddingCheck | None = None
+    probe: dict[str, float] = dataclasses.field(default_factory=dict)
     fallback: str = ""
 
     def to_dict(self) -> dict:
@@ -281,39 +286,50 @@ class EngineReport:
 
 
 class CheckedEmbedder:
-    """images -> embeddings for train.embed: TFLite, checked against TensorFlow on the first batch.
+    """images -> embeddings for train.embed: TFLite, checked against TensorFlow, and in auto timed against it.
 
-    The first call embeds its batch with both; when they agree within the tolerance the TFLite
-    result is kept and every later batch runs on TFLite only. When they do not, ``auto`` keeps
-    TensorFlow for the whole pass (warning logged, recorded in the report) and ``tflite`` raises.
+    The first call embeds its batch with TensorFlow and TFLite and compares them (EmbeddingCheck,
+    logged). When they differ beyond the tolerance, ``auto`` keeps TensorFlow for the whole pass
+    (warning logged, recorded in the report) and ``tflite`` raises.
+
+    In ``auto`` the second call is a speed probe: TensorFlow and each TFLite thread count time the
+    same batch (each also checked against TensorFlow), and the fastest embeds the rest. Multi-threaded
+    XNNPACK waits for all its threads at every layer, so on CPUs shared with other work it can be
+    far slower than one thread or than TensorFlow (measured under a load average of 8 on 2 cores:
+    TF 50, TFLite 1 thread 66, 2 threads 27 images/s; on a quiet machine 2 threads win).
 
     Args:
       tf_embed: the TensorFlow path (train.tf_embedder(extractor)).
-      lite: the TFLite embedder.
-      report: updated in place (used, check, fallback).
-      strict: raise instead of falling back (``--embedding-engine tflite``).
+      lites: TFLite embedders by thread count; the first is the one checked on the first batch and
+        the only one used without the probe.
+      report: updated in place (used, threads, check, probe, fallback).
+      strict: raise instead of falling back, and no probe (``--embedding-engine tflite``).
     """
 
     def __init__(
         self,
         tf_embed: Callable[[tf.Tensor], np.ndarray],
-        lite: Callable[[np.ndarray], np.ndarray],
+        lites: dict[int, Callable[[np.ndarray], np.ndarray]],
         report: EngineReport,
         strict: bool,
     ):
         self._tf = tf_embed
-        self._lite = lite
+        self._lites = dict(lites)
+        self._threads = next(iter(self._lites))
         self._report = report
         self._strict = strict
-        self._use_lite: bool | None = None
+        self._state = "check"  # -> "probe" (auto) -> "lite" | "tf"
 
     def __call__(self, images: tf.Tensor) -> np.ndarray:
-        if self._use_lite:
-            return self._lite(images.numpy())
-        if self._use_lite is False:
+        if self._state == "lite":
+            return self._lites[self._threads](images.numpy())
+        if self._state == "tf":
             return self._tf(images)
+        if self._state == "probe":
+            return self._probe(images)
         reference = self._tf(images)
-        candidate = self._lite(images.numpy())
+        pixels = images.numpy()
+        candidate = self._lites[self._threads](pixels)
         check = compare_embeddings(reference, candidate)
         self._report.check = check
         logger.info(
@@ -321,17 +337,52 @@ class CheckedEmbedder:
             check.images, check.max_abs_diff, check.tolerance, EMBEDDING_RTOL, check.scale,
             "passed" if check.passed else "FAILED",
         )
-        if check.passed:
-            self._use_lite = True
-            return candidate
-        message = (
-            f"TFLite embeddings differ from TensorFlow's by {check.max_abs_diff:.3g} "
-            f"(tolerance {check.tolerance:.3g}) on {check.images} images"
-        )
+        if not check.passed:
+            message = (
+                f"TFLite embeddings differ from TensorFlow's by {check.max_abs_diff:.3g} "
+                f"(tolerance {check.tolerance:.3g}) on {check.images} images"
+            )
+            if self._strict:
+                raise RuntimeError(f"{message}; --embedding-engine tflite refuses them (use auto or tf)")
+            return self._fall_back(message, reference)
         if self._strict:
-            raise RuntimeError(f"{message}; --embedding-engine tflite refuses them (use auto or tf)")
+            self._state = "lite"
+        else:
+            for threads, lite in self._lites.items():
+                if threads != self._threads:
+                    lite(pixels)  # warm-up: the first invoke plans memory
+            self._state = "probe"
+        return candidate
+
+    def _probe(self, images: tf.Tensor) -> np.ndarray:
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        reference = self._tf(images)
+        timings["tf"] = time.perf_counter() - start
+        pixels = images.numpy()
+        outputs: dict[int, np.ndarray] = {}
+        for threads, lite in self._lites.items():
+            start = time.perf_counter()
+            outputs[threads] = lite(pixels)
+            timings[f"tflite_{threads}_threads"] = time.perf_counter() - start
+        valid = {t: o for t, o in outputs.items() if compare_embeddings(reference, o).passed}
+        self._report.probe = {k: round(v * 1000 / len(reference), 3) for k, v in timings.items()}  # ms per image
+        fastest = min(valid, key=lambda t: timings[f"tflite_{t}_threads"], default=None)
+        summary = ", ".join(f"{k} {v:.2f} ms" for k, v in self._report.probe.items())
+        if fastest is None or timings[f"tflite_{fastest}_threads"] >= timings["tf"]:
+            logger.info("speed probe on %d images (per image): %s: TensorFlow is faster here", len(reference), summary)
+            return self._fall_back(f"TFLite was not faster than TensorFlow on this machine now ({summary})", reference)
+        logger.info("speed probe on %d images (per image): %s: TFLite with %d thread(s)",
+                    len(reference), summary, fastest)
+        self._threads, self._lites = fastest, {fastest: self._lites[fastest]}  # the others' memory goes
+        self._report.threads = fastest
+        self._state = "lite"
+        return valid[fastest]
+
+    def _fall_back(self, message: str, reference: np.ndarray) -> np.ndarray:
         logger.warning("%s: embedding with TensorFlow instead", message)
-        self._use_lite = False
+        self._state = "tf"
+        self._lites = {}
         self._report.used, self._report.fallback = TF, message
         return reference
 
@@ -384,6 +435,9 @@ def select_embedder(
         logger.warning("%s: embedding with TensorFlow instead", message)
         report.used, report.fallback = TF, message
         return tf_embed, report
+    lites: dict[int, Callable[[np.ndarray], np.ndarray]] = {lite.num_threads: lite}
+    if requested == AUTO and lite.num_threads > 1:  # the speed probe also tries one thread (CheckedEmbedder)
+        lites[1] = TFLiteEmbedder(converted.model, 1)
     report.threads, report.cache_hit, report.convert_seconds = lite.num_threads, converted.cache_hit, round(
         converted.seconds, 2
     )
@@ -392,4 +446,4 @@ def select_embedder(
         lite.num_threads, reason, "read from the cache" if converted.cache_hit else "converted and cached",
         converted.seconds, converted.path,
     )
-    return CheckedEmbedder(tf_embed, lite, report, strict=requested == TFLITE), report
+    return CheckedEmbedder(tf_embed, lites, report, strict=requested == TFLITE), report
