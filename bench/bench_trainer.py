@@ -12,9 +12,9 @@ Python process whose whole process tree is sampled for resident memory (psutil):
                  statistics, validation, Transform, Trainer, Evaluator, Pusher;
   (d) bare:      one bare backbone pass over all the images (decode + backbone, outputs dropped):
                  the floor for anything that looks at every image once with TensorFlow;
-  (e) bare_tflite: the same pass with the backbone converted to TFLite (XNNPACK, threads from
-                 components.cpus), as the Trainer's embedding engine runs it: the floor on this
-                 hardware;
+  (e) bare_tflite: the same pass with the backbone converted to TFLite (XNNPACK), through the
+                 Trainer's embedding engine (checked against TF, thread count probed): the floor
+                 on this hardware;
   (b) trainer:   our Trainer alone (components.trainer.run.train_and_export, the function run_fn
                  calls) on the examples and Transform graph of (c);
   (a) plain:     the plain loop: tf.data from the image files of the same training split ->
@@ -547,24 +547,28 @@ def phase_convert(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def phase_bare_tflite(args: argparse.Namespace) -> dict[str, Any]:
-    """(e) The bare pass of (d) with the backbone on TFLite (the Trainer's engine, cache filled by the warm-up).
+    """(e) The bare pass of (d) through the Trainer's TFLite engine (cache filled by the warm-up).
 
     Timed like (d): from building the backbone (the cache key is a digest of its weights) through
-    reading the converted model and the pass; images are decoded in tf.data exactly as in (d) and
-    the interpreter runs on this thread while tf.data decodes the next batches.
+    reading the converted model and the pass. The engine is the Trainer's in auto mode
+    (tflite_engine.select_embedder): TF and TFLite agree on the first batch (the check), then the
+    faster of TFLite with every available CPU or one thread embeds the rest (the speed probe; it
+    runs TF once more, and keeps TF if TF is faster: then ``used`` says tf). Images are decoded in
+    tf.data exactly as in (d); the interpreter runs on this thread while tf.data decodes the next batches.
     """
-    from components.trainer import tflite_engine
+    from components.trainer import tflite_engine, train
 
     paths = _image_paths(args.data_dir)
     start = time.monotonic()
     _, extractor = _frozen_parts(args)
-    converted = tflite_engine.load_or_convert(extractor, args.backbone, args.image_size, args.tflite_cache_dir)
-    embedder = tflite_engine.TFLiteEmbedder(converted.model)
+    embedder, report = tflite_engine.select_embedder(
+        "auto", extractor, train.tf_embedder(extractor), args.backbone, args.image_size, None,
+        cache_dir=args.tflite_cache_dir,
+    )
     total = 0.0
     for images in _decoded_batches(paths, args):
-        total += float(embedder(images.numpy()).sum())
-    return {"seconds": time.monotonic() - start, "images": len(paths), "cache_hit": converted.cache_hit,
-            "threads": embedder.num_threads}
+        total += float(embedder(images).sum())
+    return {"seconds": time.monotonic() - start, "images": len(paths), "engine": report.to_dict()}
 
 
 def child(args: argparse.Namespace) -> int:
