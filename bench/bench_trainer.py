@@ -12,9 +12,8 @@ Python process whose whole process tree is sampled for resident memory (psutil):
                  statistics, validation, Transform, Trainer, Evaluator, Pusher;
   (d) bare:      one bare backbone pass over all the images (decode + backbone, outputs dropped):
                  the floor for anything that looks at every image once with TensorFlow;
-  (e) bare_tflite: the same pass with the backbone converted to TFLite (XNNPACK), through the
-                 Trainer's embedding engine (checked against TF, thread count probed): the floor
-                 on this hardware;
+  (e) bare_tflite: the same pass with the backbone converted to TFLite (XNNPACK), the thread
+                 count probed as the Trainer's engine does: the floor on this hardware;
   (b) trainer:   our Trainer alone (components.trainer.run.train_and_export, the function run_fn
                  calls) on the examples and Transform graph of (c);
   (a) plain:     the plain loop: tf.data from the image files of the same training split ->
@@ -547,28 +546,40 @@ def phase_convert(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def phase_bare_tflite(args: argparse.Namespace) -> dict[str, Any]:
-    """(e) The bare pass of (d) through the Trainer's TFLite engine (cache filled by the warm-up).
+    """(e) The bare pass of (d) with the backbone on TFLite (the cache filled by the warm-up).
 
     Timed like (d): from building the backbone (the cache key is a digest of its weights) through
-    reading the converted model and the pass. The engine is the Trainer's in auto mode
-    (tflite_engine.select_embedder): TF and TFLite agree on the first batch (the check), then the
-    faster of TFLite with every available CPU or one thread embeds the rest (the speed probe; it
-    runs TF once more, and keeps TF if TF is faster: then ``used`` says tf). Images are decoded in
-    tf.data exactly as in (d); the interpreter runs on this thread while tf.data decodes the next batches.
+    reading the converted model and the pass. Images are decoded in tf.data exactly as in (d); the
+    interpreter runs on this thread while tf.data decodes the next batches. The thread count is
+    chosen as the Trainer's engine chooses it in auto (tflite_engine.CheckedEmbedder): every CPU
+    this process may use and one thread each embed the second batch, and the faster embeds the
+    rest (TF is not a candidate here: this is the TFLite floor).
     """
-    from components.trainer import tflite_engine, train
+    from components import cpus
+    from components.trainer import tflite_engine
 
     paths = _image_paths(args.data_dir)
     start = time.monotonic()
     _, extractor = _frozen_parts(args)
-    embedder, report = tflite_engine.select_embedder(
-        "auto", extractor, train.tf_embedder(extractor), args.backbone, args.image_size, None,
-        cache_dir=args.tflite_cache_dir,
-    )
+    converted = tflite_engine.load_or_convert(extractor, args.backbone, args.image_size, args.tflite_cache_dir)
+    lites = {t: tflite_engine.TFLiteEmbedder(converted.model, t) for t in sorted({cpus.available_cpus(), 1})}
+    chosen, probe = max(lites), {}
     total = 0.0
-    for images in _decoded_batches(paths, args):
-        total += float(embedder(images).sum())
-    return {"seconds": time.monotonic() - start, "images": len(paths), "engine": report.to_dict()}
+    for i, images in enumerate(_decoded_batches(paths, args)):
+        pixels = images.numpy()
+        if i == 0:
+            for lite in lites.values():
+                lite(pixels)  # the first invoke plans memory
+        elif i == 1 and len(lites) > 1:
+            for threads, lite in lites.items():
+                begin = time.perf_counter()
+                lite(pixels)
+                probe[threads] = round((time.perf_counter() - begin) * 1000 / len(pixels), 3)
+            chosen = min(probe, key=probe.get)
+            lites = {chosen: lites[chosen]}
+        total += float(lites[chosen](pixels).sum())
+    return {"seconds": time.monotonic() - start, "images": len(paths), "cache_hit": converted.cache_hit,
+            "threads": chosen, "probe_ms_per_image": probe}
 
 
 def child(args: argparse.Namespace) -> int:
