@@ -33,6 +33,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--default-threshold", type=float, default=0.5,
                         help="threshold for labels without their own (default 0.5)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--tflite", action="store_true",
+                        help="run the version's on-device model.tflite (pushed with --export-tflite) "
+                        "instead of the SavedModel")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"batch size must be >= 1, got {args.batch_size}")
@@ -57,11 +60,12 @@ def main(argv: list[str] | None = None) -> int:
             threshold_overrides=dict(args.threshold or ()),
             default_threshold=args.default_threshold,
             batch_size=args.batch_size,
+            tflite=args.tflite,
         )
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"Model: {summary.model_dir}")
+    print(f"Model: {summary.model_dir}{' (model.tflite)' if args.tflite else ''}")
     print(f"{summary.files} files: {summary.predicted} predicted, {summary.errors} not images or unreadable "
           f"(see the error column)")
     print(f"Wrote {os.path.abspath(summary.output)}")

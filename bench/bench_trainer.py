@@ -5,13 +5,15 @@ One command, from the repository root:
     .venv/bin/python bench/bench_trainer.py --num-images 2400 24000 --epochs 10 --image-size 128
 
 For each image count it generates a synthetic UTKFace-style data set once (under --work-dir,
-git-ignored), then runs four measurements side by side on the same machine, each in a fresh
+git-ignored), then runs five measurements side by side on the same machine, each in a fresh
 Python process whose whole process tree is sampled for resident memory (psutil):
 
   (c) pipeline:  the whole pipeline (pipeline.local_run.run_local, fresh pipeline root): ingest,
                  statistics, validation, Transform, Trainer, Evaluator, Pusher;
   (d) bare:      one bare backbone pass over all the images (decode + backbone, outputs dropped):
-                 the floor for anything that looks at every image once;
+                 the floor for anything that looks at every image once with TensorFlow;
+  (e) bare_tflite: the same pass with the backbone converted to TFLite (XNNPACK), the thread
+                 count probed as the Trainer's engine does: the floor on this hardware;
   (b) trainer:   our Trainer alone (components.trainer.run.train_and_export, the function run_fn
                  calls) on the examples and Transform graph of (c);
   (a) plain:     the plain loop: tf.data from the image files of the same training split ->
@@ -21,10 +23,14 @@ Reported times are the work itself (after imports); each process's total wall ti
 start and imports) and the peak memory of its process tree are reported beside them.
 
 Single runs vary (until data.without_autotune, a tf.data iterator stall of ~25 s hit some runs
-and not others), and (c) / (d) is the tight target, so --repeats N (default 3) runs (c) and (d)
-N times each, alternating (c, d, c, d, ...), and reports the median of each with every sample and
-the ratio of each back-to-back pair. (a) and (b) run once: (a) alone takes about 9 minutes at
-24,000 images.
+and not others), and (c) / (e) and (c) / (d) are the tight targets, so --repeats N (default 3)
+runs (c), (d) and (e) N times each, alternating (c, d, e, c, d, e, ...), and reports the median
+of each with every sample and the ratio of each back-to-back pair. (a) and (b) run once: (a)
+alone takes about 9 minutes at 24,000 images.
+
+The converted TFLite backbone is cached (components.trainer.tflite_engine) in <work-dir>/tflite_cache,
+which a first, untimed step fills (its conversion time is reported as ``tflite_conversion``); (b),
+(c) and (e) then find it there, as every pipeline run after the first does.
 
 Results go to <out>/bench_trainer.json (updated after every measurement, so a partial run keeps
 what it measured) and <out>/bench_trainer.md.
@@ -52,10 +58,12 @@ DEFAULT_WORK_DIR = os.path.join(REPO_ROOT, "bench", "work")
 DEFAULT_OUT = os.path.join(REPO_ROOT, "bench", "results")
 # Run order: (c) first, since (b) and (a) use its examples and Transform graph; (d) right after
 # it, so each (c), (d) pair is measured back to back.
-PHASES = ("pipeline", "bare", "trainer", "plain")
-REPEATED = ("pipeline", "bare")  # the two sides of the tight c/d target
+PHASES = ("pipeline", "bare", "bare_tflite", "trainer", "plain")
+REPEATED = ("pipeline", "bare", "bare_tflite")  # the sides of the tight c/e and c/d targets
 LABELS = {"plain": "(a) plain loop", "trainer": "(b) Trainer alone", "pipeline": "(c) whole pipeline",
-          "bare": "(d) bare backbone pass"}
+          "bare": "(d) bare backbone pass", "bare_tflite": "(e) bare TFLite backbone pass",
+          "convert": "TFLite conversion (untimed warm-up)"}
+TARGETS = {"c/e": 2.0, "c/a": 0.18}  # at 24,000 images (issue 15)
 DATA_SEED = 2024
 SAMPLE_INTERVAL_S = 0.2
 
@@ -144,10 +152,18 @@ def machine() -> dict[str, Any]:
     return {
         "cpu": model,
         "cores": os.cpu_count(),
+        "available_cpus": _available_cpus(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "os": platform.platform(),
         "python": platform.python_version(),
     }
+
+
+def _available_cpus() -> int:
+    sys.path.insert(0, REPO_ROOT)
+    from components import cpus
+
+    return cpus.available_cpus()
 
 
 def _gb(n: int) -> str:
@@ -155,19 +171,19 @@ def _gb(n: int) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """The README table: one row per image count."""
+    """The report table: one row per image count, then the repeats and the load averages."""
     m = report["machine"]
     lines = [
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU. "
-        f"Settings: {report['settings']}.",
+        f"Machine: {m['cpu']}, {m['cores']} cores ({m.get('available_cpus', '?')} available to this process), "
+        f"{m['memory_gib']} GiB, no GPU. Settings: {report['settings']}.",
         "",
-        "| images | (a) plain loop | (b) Trainer alone | (c) whole pipeline | (d) bare backbone pass "
-        "| c / a | c / d | b / a |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| images | (a) plain loop | (b) Trainer alone | (c) whole pipeline | (d) bare TF pass | (e) bare TFLite pass "
+        "| c / e | c / d | c / a | b / a |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for n, runs in sorted(report["runs"].items(), key=lambda kv: int(kv[0])):
         cells = []
-        for phase in ("plain", "trainer", "pipeline", "bare"):
+        for phase in ("plain", "trainer", "pipeline", "bare", "bare_tflite"):
             r = runs.get(phase)
             cells.append(f"{r['seconds']:.0f} s, {_gb(r['peak_rss_bytes'])}" if r else "not run")
 
@@ -178,30 +194,43 @@ def markdown(report: dict[str, Any]) -> str:
 
         lines.append(
             f"| {int(n):,} | " + " | ".join(cells)
-            + f" | {ratio('pipeline', 'plain')} | {ratio('pipeline', 'bare')} | {ratio('trainer', 'plain')} |"
+            + f" | {ratio('pipeline', 'bare_tflite')} | {ratio('pipeline', 'bare')} | {ratio('pipeline', 'plain')}"
+            + f" | {ratio('trainer', 'plain')} |"
         )
     lines += [
         "",
         "Each cell: work wall time (after imports; the median where a phase was repeated), peak resident "
-        "memory of the process tree (the largest over repeats).",
+        "memory of the process tree (the largest over repeats). Targets at 24,000 images: "
+        + ", ".join(f"{k} <= {v}" for k, v in TARGETS.items()) + ".",
         "Process wall times with Python start and imports: "
         + "; ".join(
             f"{int(n):,} images: " + ", ".join(
-                f"{p} {r['process_seconds']:.0f} s" for p, r in runs.items()
+                f"{p} {r['process_seconds']:.0f} s" for p, r in runs.items() if p in PHASES
             )
             for n, runs in sorted(report["runs"].items(), key=lambda kv: int(kv[0]))
         )
         + ".",
     ]
     for n, runs in sorted(report["runs"].items(), key=lambda kv: int(kv[0])):
-        c, d = runs.get("pipeline", {}).get("samples"), runs.get("bare", {}).get("samples")
-        if c and d and (len(c) > 1 or len(d) > 1):
-            pairs = [x / y for x, y in zip(c, d, strict=False)]  # a partial run may lack the last (d)
-            lines.append(
-                f"{int(n):,} images, repeated in alternation: (c) " + ", ".join(f"{x:.1f}" for x in c)
-                + " s; (d) " + ", ".join(f"{x:.1f}" for x in d)
-                + " s; c / d of each back-to-back pair " + ", ".join(f"{x:.2f}" for x in pairs) + "."
-            )
+        if "convert" in runs:
+            conv = runs["convert"]
+            lines.append(f"{int(n):,} images: TFLite conversion of the backbone (cold cache, untimed warm-up) "
+                         f"{conv['convert_seconds']:.1f} s.")
+        samples = {p: runs.get(p, {}).get("samples") for p in REPEATED}
+        if any(v and len(v) > 1 for v in samples.values()):
+            parts = [f"{LABELS[p].split(' ')[0]} " + ", ".join(f"{x:.1f}" for x in v) + " s"
+                     for p, v in samples.items() if v]
+            text = f"{int(n):,} images, repeated in alternation: " + "; ".join(parts)
+            for a, b in (("pipeline", "bare_tflite"), ("pipeline", "bare")):
+                if samples.get(a) and samples.get(b):
+                    pairs = [x / y for x, y in zip(samples[a], samples[b], strict=False)]  # a partial run may lack one
+                    text += f"; {LABELS[a][:3]}/{LABELS[b][:3]} of each pair " + ", ".join(f"{x:.2f}" for x in pairs)
+            lines.append(text + ".")
+        loads = [f"{p} {r['load_before'][0]:.1f}->{r['load_after'][0]:.1f}" for p, r in runs.items()
+                 if isinstance(r, dict) and "load_before" in r]
+        if loads:
+            lines.append(f"{int(n):,} images, 1-minute load average before -> after (median sample): "
+                         + ", ".join(loads) + ".")
     return "\n".join(lines) + "\n"
 
 
@@ -233,6 +262,7 @@ def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
     ordered = sorted(samples, key=lambda r: r["seconds"])
     result = dict(ordered[(len(ordered) - 1) // 2])
     result["samples"] = [r["seconds"] for r in samples]
+    result["sample_loads"] = [[r["load_before"][0], r["load_after"][0]] for r in samples]
     result["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in samples)
     return result
 
@@ -245,7 +275,8 @@ def parent(args: argparse.Namespace) -> int:
 
     os.makedirs(args.out, exist_ok=True)
     report_path = os.path.join(args.out, "bench_trainer.json")
-    settings = f"{args.epochs} epochs, {args.image_size} px, batch {args.batch_size}, {args.backbone}"
+    settings = (f"{args.epochs} epochs, {args.image_size} px, batch {args.batch_size}, {args.backbone}, "
+                f"embedding engine {args.embedding_engine}")
     report: dict[str, Any] = {"settings": settings, "runs": {}}
     if os.path.exists(report_path):  # keep other image counts measured earlier with the same settings
         with open(report_path) as f:
@@ -266,8 +297,16 @@ def parent(args: argparse.Namespace) -> int:
         os.makedirs(run_dir, exist_ok=True)
         common = ["--data-dir", data_dir, "--run-dir", run_dir, "--epochs", str(args.epochs),
                   "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
-                  "--backbone", args.backbone]
+                  "--backbone", args.backbone, "--embedding-engine", args.embedding_engine,
+                  "--tflite-cache-dir", os.path.join(args.work_dir, "tflite_cache")]
         samples: dict[str, list[dict[str, Any]]] = {}
+        if args.embedding_engine != "tf" or "bare_tflite" in args.phases:
+            print(f"[{n} images] {LABELS['convert']} ...", flush=True)
+            runs["convert"] = run_phase(
+                "convert", common, os.path.join(run_dir, "convert.log"), os.path.join(run_dir, "convert.json")
+            )
+            print(f"[{n} images] TFLite backbone: {runs['convert']['convert_seconds']:.1f} s "
+                  f"({'cached' if runs['convert']['cache_hit'] else 'converted'})", flush=True)
         for phase in schedule(args.phases, args.repeats):
             print(f"[{n} images] {LABELS[phase]} ...", flush=True)
             result = run_phase(
@@ -367,6 +406,8 @@ def phase_pipeline(args: argparse.Namespace) -> dict[str, Any]:
         image_size=args.image_size,
         epochs=args.epochs,
         batch_size=args.batch_size,
+        embedding_engine=args.embedding_engine,
+        tflite_cache_dir=args.tflite_cache_dir,
     )
     progress = io.StringIO()
     start = time.monotonic()
@@ -377,9 +418,15 @@ def phase_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     components = {
         m.group(1): float(m.group(2)) for m in re.finditer(r"\[done \]\s+(\S+)\s+([\d.]+) s", progress.getvalue())
     }
+    trainer_lines = []
+    for log in glob.glob(os.path.join(config.pipeline_root, "logs", "*.log")):
+        with open(log, errors="replace") as f:
+            trainer_lines += [line.strip() for line in f if re.search(
+                r"embedding engine:|embedding check|embedded \d+ training images|trainer result", line)]
     return {
         "seconds": seconds,
         "components": components,
+        "trainer_log": trainer_lines,
         "ingested": summary.get("ingested"),
         "macro_auc": summary.get("macro_auc"),
         "blessed": summary.get("blessed"),
@@ -399,7 +446,8 @@ def phase_trainer(args: argparse.Namespace) -> dict[str, Any]:
     out = os.path.join(args.run_dir, "trainer")
     shutil.rmtree(out, ignore_errors=True)
     config = run.TrainerConfig(
-        backbone=args.backbone, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size
+        backbone=args.backbone, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
+        embedding_engine=args.embedding_engine, tflite_cache_dir=args.tflite_cache_dir,
     )
     start = time.monotonic()
     raw_spec = tft.TFTransformOutput(graph).raw_feature_spec()
@@ -451,11 +499,7 @@ def phase_bare(args: argparse.Namespace) -> dict[str, Any]:
     """
     import tensorflow as tf
 
-    from components.trainer import data
-
-    paths = sorted(
-        os.path.join(args.data_dir, n) for n in os.listdir(args.data_dir) if n.lower().endswith((".jpg", ".jpeg"))
-    )
+    paths = _image_paths(args.data_dir)
     start = time.monotonic()
     _, extractor = _frozen_parts(args)
 
@@ -463,24 +507,87 @@ def phase_bare(args: argparse.Namespace) -> dict[str, Any]:
     def forward(images: Any) -> Any:
         return tf.reduce_sum(extractor(images, training=False))
 
-    dataset = data.without_autotune(  # as the Trainer's embedding pass
+    for images in _decoded_batches(paths, args):
+        forward(images).numpy()
+    return {"seconds": time.monotonic() - start, "images": len(paths)}
+
+
+def _image_paths(data_dir: str) -> list[str]:
+    return sorted(os.path.join(data_dir, n) for n in os.listdir(data_dir) if n.lower().endswith((".jpg", ".jpeg")))
+
+
+def _decoded_batches(paths: list[str], args: argparse.Namespace) -> Any:
+    """Decoded image batches as the Trainer's embedding pass makes them (parallel, prefetched)."""
+    import tensorflow as tf
+
+    from components.trainer import data
+
+    return data.without_autotune(
         tf.data.Dataset.from_tensor_slices(paths)
         .map(tf.io.read_file, num_parallel_calls=tf.data.AUTOTUNE)
         .batch(args.batch_size)
         .map(lambda b: data.decode_images(b, args.image_size), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(2)
     )
-    for images in dataset:
-        forward(images).numpy()
-    return {"seconds": time.monotonic() - start, "images": len(paths)}
+
+
+def phase_convert(args: argparse.Namespace) -> dict[str, Any]:
+    """Untimed warm-up: fills the TFLite cache (clearing this backbone's entry first) and times the conversion."""
+    from components.trainer import tflite_engine
+
+    _, extractor = _frozen_parts(args)
+    key = tflite_engine.cache_key(args.backbone, args.image_size, extractor)
+    path = tflite_engine.cached_path(args.tflite_cache_dir, key)
+    if os.path.exists(path):
+        os.remove(path)  # a cold conversion every bench run: the number reported is a real conversion
+    converted = tflite_engine.load_or_convert(extractor, args.backbone, args.image_size, args.tflite_cache_dir, key=key)
+    return {"seconds": converted.seconds, "convert_seconds": round(converted.seconds, 2),
+            "cache_hit": converted.cache_hit}
+
+
+def phase_bare_tflite(args: argparse.Namespace) -> dict[str, Any]:
+    """(e) The bare pass of (d) with the backbone on TFLite (the cache filled by the warm-up).
+
+    Timed like (d): from building the backbone (the cache key is a digest of its weights) through
+    reading the converted model and the pass. Images are decoded in tf.data exactly as in (d); the
+    interpreter runs on this thread while tf.data decodes the next batches. The thread count is
+    chosen as the Trainer's engine chooses it in auto (tflite_engine.CheckedEmbedder): every CPU
+    this process may use and one thread each embed the second batch, and the faster embeds the
+    rest (TF is not a candidate here: this is the TFLite floor).
+    """
+    from components import cpus
+    from components.trainer import tflite_engine
+
+    paths = _image_paths(args.data_dir)
+    start = time.monotonic()
+    _, extractor = _frozen_parts(args)
+    converted = tflite_engine.load_or_convert(extractor, args.backbone, args.image_size, args.tflite_cache_dir)
+    lites = {t: tflite_engine.TFLiteEmbedder(converted.model, t) for t in sorted({cpus.available_cpus(), 1})}
+    chosen, probe = max(lites), {}
+    total = 0.0
+    for i, images in enumerate(_decoded_batches(paths, args)):
+        pixels = images.numpy()
+        if i == 0:
+            for threads, lite in lites.items():
+                if threads != chosen:
+                    lite(pixels)  # the first invoke plans memory; the chosen one's is below
+        elif i == 1 and len(lites) > 1:
+            for threads, lite in lites.items():
+                begin = time.perf_counter()
+                lite(pixels)
+                probe[threads] = round((time.perf_counter() - begin) * 1000 / len(pixels), 3)
+            chosen = min(probe, key=probe.get)
+            lites = {chosen: lites[chosen]}
+        total += float(lites[chosen](pixels).sum())
+    return {"seconds": time.monotonic() - start, "images": len(paths), "cache_hit": converted.cache_hit,
+            "threads": chosen, "probe_ms_per_image": probe}
 
 
 def child(args: argparse.Namespace) -> int:
     """Runs one phase and writes its measurements to --result."""
     sys.path.insert(0, REPO_ROOT)
-    result = {"pipeline": phase_pipeline, "trainer": phase_trainer, "plain": phase_plain, "bare": phase_bare}[
-        args.phase
-    ](args)
+    result = {"pipeline": phase_pipeline, "trainer": phase_trainer, "plain": phase_plain, "bare": phase_bare,
+              "bare_tflite": phase_bare_tflite, "convert": phase_convert}[args.phase](args)
     result["seconds"] = round(result["seconds"], 2)
     with open(args.result, "w") as f:
         json.dump(result, f, indent=1)
@@ -501,7 +608,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="which measurements (plain and trainer need the pipeline phase's output)")
     parser.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help="generated data and run outputs")
     parser.add_argument("--out", default=DEFAULT_OUT, help="where the JSON and Markdown reports go")
-    parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
+    parser.add_argument("--embedding-engine", default="auto", choices=("auto", "tf", "tflite"),
+                        help="the Trainer's embedding engine in (b) and (c) (tf: as before issue 15)")
+    parser.add_argument("--phase", choices=(*PHASES, "convert"), help=argparse.SUPPRESS)
+    parser.add_argument("--tflite-cache-dir", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--run-dir", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)

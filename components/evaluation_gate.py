@@ -23,7 +23,8 @@ import tensorflow as tf
 from tfx import v1 as tfx
 
 from components import baseline as serving_baseline
-from components import eval_table, evaluation, uncertainty
+from components import eval_table, evaluation, tflite_gate, tflite_scoring, uncertainty
+from components.trainer.tflite_export import TFLITE_FILE
 
 GATES_FILE = evaluation.GATES_FILE
 BLESSED_FILE, NOT_BLESSED_FILE = "BLESSED", "NOT_BLESSED"
@@ -106,6 +107,8 @@ def EvaluationGate(
     fairness_min_count: tfx.dsl.components.Parameter[int] = evaluation.GateSettings.fairness_min_count,
     require_significance: tfx.dsl.components.Parameter[int] = 0,
     code_version: tfx.dsl.components.Parameter[str] = "",
+    tflite_evaluation: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelEvaluation] = None,
+    max_tflite_auc_drop: tfx.dsl.components.Parameter[float] = tflite_gate.DEFAULT_MAX_DROP,
 ) -> None:
     """Writes a ModelBlessing that is positive only when every gate passed.
 
@@ -119,6 +122,8 @@ def EvaluationGate(
       require_significance: 1: the regression and fairness gates fail only on significant differences
         (evaluation.GateSettings.require_significance); an int, as TFX parameters have no bool.
       code_version: fingerprint of the gate's code, so that caching sees code changes.
+      tflite_evaluation: TFLiteEvaluator's output when the model has a model.tflite (tflite_auc gate).
+      max_tflite_auc_drop: see components.tflite_gate.
 
     Raises:
       ValueError: the model's own label list differs from label_names.
@@ -130,6 +135,11 @@ def EvaluationGate(
         raise ValueError(f"the model's labels {stored} differ from the pipeline's {names}")
     note = baseline.get_string_custom_property(serving_baseline.NOTE_PROPERTY) if baseline is not None else None
     record = judge(evaluation_result.uri, names, fairness_min_count, bool(require_significance), baseline_note=note)
+    tflite_record = tflite_scoring.read_record(tflite_evaluation.uri) if tflite_evaluation is not None else None
+    has_tflite = tf.io.gfile.exists(os.path.join(model.uri, "Format-Serving", TFLITE_FILE))
+    record = tflite_gate.apply(record, tflite_gate.tflite_gate(
+        tflite_record, tflite_gate.savedmodel_macro_auc(record), max_tflite_auc_drop, has_tflite
+    ))
     if baseline is not None:
         record["baseline"] = {
             "version": baseline.get_int_custom_property(serving_baseline.VERSION_PROPERTY) or None,

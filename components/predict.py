@@ -188,6 +188,7 @@ def predict_folder(
     batch_size: int = 32,
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    tflite: bool = False,
 ) -> PredictionSummary:
     """Predicts every file of a folder and writes the CSV (see the module docstring).
 
@@ -200,13 +201,15 @@ def predict_folder(
       batch_size: images per model call.
       max_pixels: images larger than this are error rows, undecoded.
       max_file_bytes: files larger than this are error rows, unread.
+      tflite: run the version's on-device model.tflite instead of the SavedModel
+        (components.tflite_predict).
 
     Returns:
       The counts.
 
     Raises:
-      FileNotFoundError: the folder or the model's label list is missing.
-      ValueError: a bad threshold.
+      FileNotFoundError: the folder or the model's label list is missing (or model.tflite, with tflite).
+      ValueError: a bad threshold, or a model.tflite whose labels differ from labels.json's.
     """
     import tensorflow as tf  # noqa: PLC0415
 
@@ -215,7 +218,14 @@ def predict_folder(
     meta = model_metadata(model_dir)
     label_names = list(meta["label_names"])
     thresholds = resolve_thresholds(label_names, meta.get("thresholds"), threshold_overrides, default_threshold)
-    predict = tf.saved_model.load(model_dir).signatures[IMAGES_SIGNATURE]
+    if tflite:
+        from components.tflite_predict import TFLiteImages  # noqa: PLC0415
+
+        predict = TFLiteImages(model_dir)
+        if predict.label_names != label_names:
+            raise ValueError(f"model.tflite's labels {predict.label_names} differ from labels.json's {label_names}")
+    else:
+        predict = tf.saved_model.load(model_dir).signatures[IMAGES_SIGNATURE]
     found = ingest.find_files(folder)
     errors = 0
     out_dir = os.path.dirname(os.path.abspath(output))

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from pipeline import beam_profiles
-from pipeline.config import BACKBONES, DEFAULT_BEAM_ARGS, REPO_ROOT, PipelineConfig
+from pipeline.config import BACKBONES, DEFAULT_BEAM_ARGS, EMBEDDING_ENGINES, REPO_ROOT, TFLITE_EXPORTS, PipelineConfig
 
 LOCAL_SETUP_FILE = str(REPO_ROOT / "setup.py")
 
@@ -56,6 +56,32 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, setup_file_default: str 
         help="after head training, fine-tune this many top backbone layers (default 0: off; much slower)",
     )
     parser.add_argument("--fine-tune-epochs", type=int, default=defaults.fine_tune_epochs)
+    parser.add_argument(
+        "--embedding-engine",
+        default=defaults.embedding_engine,
+        choices=EMBEDDING_ENGINES,
+        help="what runs the Trainer's frozen embedding pass: auto (TFLite/XNNPACK when it pays off, checked "
+        "against TensorFlow), tf, or tflite; the exported SavedModel is the same",
+    )
+    parser.add_argument(
+        "--tflite-cache-dir",
+        default=None,
+        metavar="DIR",
+        help="where converted TFLite backbones are kept between runs (default ~/.cache/facepipe/tflite)",
+    )
+    parser.add_argument(
+        "--export-tflite",
+        default=defaults.export_tflite,
+        choices=TFLITE_EXPORTS,
+        help="also export model.tflite (backbone + head) for devices: float, or full-integer int8 "
+        "(default none); it is scored on the eval split, gated and pushed with the model",
+    )
+    parser.add_argument(
+        "--max-tflite-auc-drop",
+        type=float,
+        default=defaults.max_tflite_auc_drop,
+        help="push only when model.tflite's macro AUC is at most this much below the SavedModel's",
+    )
     parser.add_argument(
         "--filename-pattern",
         default=defaults.filename_pattern,
@@ -335,6 +361,10 @@ def config_from_args(
         early_stopping_patience=args.early_stopping_patience,
         fine_tune_layers=args.fine_tune_layers,
         fine_tune_epochs=args.fine_tune_epochs,
+        embedding_engine=args.embedding_engine,
+        tflite_cache_dir=args.tflite_cache_dir,
+        export_tflite=args.export_tflite,
+        max_tflite_auc_drop=args.max_tflite_auc_drop,
         min_macro_auc=args.min_macro_auc,
         max_auc_regression=args.max_auc_regression,
         min_label_auc=args.min_label_auc,

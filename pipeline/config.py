@@ -33,6 +33,10 @@ DEFAULT_SCHEMA_PATH = REPO_ROOT / "schema" / "schema.pbtxt"
 # which only remote runners need.
 DEFAULT_BEAM_ARGS: tuple[str, ...] = ()
 
+# Must match components.trainer.tflite_engine.ENGINES and tflite_export.EXPORT_MODES (a test checks it).
+EMBEDDING_ENGINES: tuple[str, ...] = ("auto", "tf", "tflite")
+TFLITE_EXPORTS: tuple[str, ...] = ("none", "float", "int8")
+
 # Must match components.trainer.backbones.BACKBONE_NAMES (a test checks it); the first is the default.
 BACKBONES: tuple[str, ...] = ("efficientnet_lite0", "mobilenet_v2", "efficientnet_b0", "resnet50", "vgg16")
 
@@ -70,6 +74,13 @@ class PipelineConfig:
       early_stopping_patience: epochs without a lower validation loss before training stops (0: off).
       fine_tune_layers: after head training, fine-tune this many top backbone layers (0: off; slower).
       fine_tune_epochs: epochs of that fine-tuning phase.
+      embedding_engine: what runs the Trainer's frozen embedding pass: auto (TFLite when it pays
+        off), tf or tflite; the exported SavedModel is the same either way.
+      tflite_cache_dir: where converted backbones are cached between runs (None: ~/.cache/facepipe/tflite).
+      export_tflite: none, float or int8: the Trainer also exports model.tflite (backbone + head),
+        which TFLiteEvaluator scores and EvaluationGate gates.
+      max_tflite_auc_drop: model.tflite's macro AUC on the eval split may be at most this much
+        below the SavedModel's (the Evaluator's).
       min_macro_auc: the Evaluator blesses only above this macro-average AUC.
       max_auc_regression: allowed macro-AUC drop against the model serving now (the highest version
         in the serving folder).
@@ -116,6 +127,10 @@ class PipelineConfig:
     early_stopping_patience: int = 3
     fine_tune_layers: int = 0
     fine_tune_epochs: int = 3
+    embedding_engine: str = "auto"
+    tflite_cache_dir: str | None = None
+    export_tflite: str = "none"
+    max_tflite_auc_drop: float = 0.01
     min_macro_auc: float = 0.7
     max_auc_regression: float = 0.02
     min_label_auc: float | None = None
@@ -198,6 +213,14 @@ class PipelineConfig:
             raise ValueError(
                 f"worker check timeout must be >= 0 seconds (0: no check), got {self.worker_check_timeout_s}"
             )
+        if self.embedding_engine not in EMBEDDING_ENGINES:
+            raise ValueError(
+                f"embedding engine must be one of {', '.join(EMBEDDING_ENGINES)}, got {self.embedding_engine!r}"
+            )
+        if self.export_tflite not in TFLITE_EXPORTS:
+            raise ValueError(f"TFLite export must be one of {', '.join(TFLITE_EXPORTS)}, got {self.export_tflite!r}")
+        if not 0.0 <= self.max_tflite_auc_drop <= 1.0:
+            raise ValueError(f"max TFLite AUC drop must be within 0-1, got {self.max_tflite_auc_drop}")
 
 
 # Our own top-level packages: the only imports whose source is fingerprinted (the rest is pinned

@@ -19,6 +19,7 @@ from components.evaluation_gate import EvaluationGate
 from components.evaluator import Evaluator
 from components.image_example_gen.component import ImageExampleGen
 from components.image_example_gen.ingest import DEFAULT_MAX_IMAGE_PIXELS
+from components.tflite_evaluator import TFLiteEvaluator
 from components.trainer.component import Trainer
 from components.trainer.run import TrainerConfig
 from pipeline import labels, runtime_params
@@ -38,6 +39,7 @@ TRANSFORM = "Transform"
 TRAINER = "Trainer"
 SERVING_BASELINE = "ServingBaseline"
 EVALUATOR = "Evaluator"
+TFLITE_EVALUATOR = "TFLiteEvaluator"  # only with --export-tflite
 EVALUATION_GATE = "EvaluationGate"
 PUSHER = "Pusher"
 # Steps that read outside the artifact store (the data folder, the serving folder): locally a
@@ -140,6 +142,9 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
         label_threshold_policies=dict(config.label_threshold_policies),
         threshold_min_positives=config.threshold_min_positives,
         calibration=config.calibration,
+        embedding_engine=config.embedding_engine,
+        tflite_cache_dir=config.tflite_cache_dir or "",
+        export_tflite=config.export_tflite,
         # The Transform graph's labels are part of what a model learns from (its input fingerprint).
         code_version=code_fingerprint(*component_modules(Trainer, RUN_FN, TRANSFORM_FN), files=[config.weights_file]),
     )
@@ -167,6 +172,16 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
         # TFMA loads the metric classes the EvalConfig names by module: their code is in no cache key.
         code_version=code_fingerprint(*component_modules(Evaluator, config=eval_config)),
     ).with_id(EVALUATOR)
+    # TFMA cannot score a TFLite model beside the SavedModel: our own pass over the eval split does.
+    tflite_evaluator = None
+    if config.export_tflite != "none":
+        tflite_evaluator = TFLiteEvaluator(
+            examples=example_gen.outputs["examples"],
+            model=trainer.outputs["model"],
+            transform_graph=transform.outputs["transform_graph"],
+            batch_size=config.batch_size,
+            code_version=code_fingerprint(*component_modules(TFLiteEvaluator)),
+        ).with_id(TFLITE_EVALUATOR)
     # Judges every gate against the thresholds the Evaluator ran with; its blessing decides the push.
     evaluation_gate = EvaluationGate(
         evaluation_result=evaluator.outputs["evaluation"],
@@ -176,6 +191,8 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
         fairness_min_count=config.fairness_min_count,
         require_significance=int(config.require_significance),
         code_version=code_fingerprint(*component_modules(EvaluationGate)),
+        tflite_evaluation=tflite_evaluator.outputs["evaluation"] if tflite_evaluator else None,
+        max_tflite_auc_drop=config.max_tflite_auc_drop,
     ).with_id(EVALUATION_GATE)
 
     pusher = atomic_pusher.AtomicPusher(
@@ -210,6 +227,7 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
             trainer,
             serving_baseline,
             evaluator,
+            *([tflite_evaluator] if tflite_evaluator else []),
             evaluation_gate,
             pusher,
         ],

@@ -18,6 +18,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components import eval_table, evaluation, uncertainty
+from components.report import on_device
 from components.trainer import calibration, decision
 from pipeline import labels
 
@@ -397,6 +398,7 @@ def build_report(store: metadata_store.MetadataStore, run_id: str, images: bool 
     report_eval: dict[str, Any] = {"available": False}
     gen = runs.get(pipeline_def.EXAMPLE_GEN)
     examples_uri = gen.outputs["examples"][0].uri if gen and gen.outputs.get("examples") else None
+    results = None
     if (ev := runs.get(pipeline_def.EVALUATOR)) and ev.outputs.get("evaluation") and ev.state in ("complete", "cached"):
         uri = ev.outputs["evaluation"][0].uri
         results = evaluation.load_eval_results(uri, label_names)
@@ -464,8 +466,18 @@ def build_report(store: metadata_store.MetadataStore, run_id: str, images: bool 
         "labels": [{"name": n, "definition": definitions.get(n, "")} for n in label_names],
         "model": model,
         "evaluation": report_eval,
+        "on_device": on_device.collect(_output_uri(runs, pipeline_def.TFLITE_EVALUATOR, "evaluation"),
+                                       gates_record, results),
         "data": data,
     }
+
+
+def _output_uri(runs: dict[str, Any], node: str, key: str) -> str | None:
+    """The URI of a completed component's output, or None."""
+    run = runs.get(node)
+    if run is None or run.state not in ("complete", "cached") or not run.outputs.get(key):
+        return None
+    return run.outputs[key][0].uri
 
 
 def report_dir(pipeline_root: str, run_id: str) -> str:

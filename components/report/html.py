@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from components import evaluation
+from components.report import on_device
 
 TABLE_METRICS: tuple[tuple[str, str], ...] = (
     ("auc", "AUC"),
@@ -678,6 +679,7 @@ def render_html(report: dict[str, Any]) -> str:
             _co_prediction_section(report),
             "<h2 id='baseline'>Comparison with the baseline model</h2>", _baseline_section(report),
             "<h2 id='errors'>The faces behind the numbers: most confident errors</h2>", _errors_section(report),
+            on_device.section_html(report.get("on_device")),
         ]
     else:
         sections.append("<p class='note'>No evaluation: the Evaluator did not complete in this run.</p>")

@@ -8,6 +8,22 @@ import tensorflow as tf
 from pipeline import labels
 
 
+def decode_pixels(data: tf.Tensor) -> tf.Tensor:
+    """Decodes one encoded image (JPEG, PNG, GIF, BMP) to uint8 RGB [H, W, 3], at its own size.
+
+    The first half of decode_images; the on-device model (model.tflite) takes these pixels and
+    resizes them inside with resize_pixels, so both models see the same values.
+    """
+    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def resize_pixels(pixels: tf.Tensor, image_size: int) -> tf.Tensor:
+    """uint8 (or float) RGB [..., H, W, 3] -> float32 [..., image_size, image_size, 3], values 0-255 (bilinear)."""
+    return tf.image.resize(tf.cast(pixels, tf.float32), [image_size, image_size])
+
+
 def decode_images(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
     """Decodes a batch of encoded images (JPEG, PNG, GIF, BMP) to float RGB.
 
@@ -20,9 +36,7 @@ def decode_images(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
     """
 
     def _one(data: tf.Tensor) -> tf.Tensor:
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
-        image.set_shape([None, None, 3])
-        return tf.image.resize(tf.cast(image, tf.float32), [image_size, image_size])
+        return resize_pixels(decode_pixels(data), image_size)
 
     return tf.map_fn(
         _one, image_bytes, fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32)
@@ -50,6 +64,18 @@ def without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.with_options(options)
 
 
+def example_files(file_pattern: str | list[str]) -> list[str]:
+    """The files of one or more globs, sorted."""
+    patterns = [file_pattern] if isinstance(file_pattern, str) else file_pattern
+    return sorted(f for p in patterns for f in tf.io.gfile.glob(p))
+
+
+def count_examples(file_pattern: str | list[str]) -> int:
+    """Records in gzipped TFRecord files, read without parsing (the embedding engine's choice)."""
+    dataset = tf.data.TFRecordDataset(example_files(file_pattern), compression_type="GZIP", buffer_size=1 << 20)
+    return int(without_autotune(dataset).reduce(np.int64(0), lambda n, _: n + 1).numpy())
+
+
 def read_examples(file_pattern: str | list[str], feature_spec: dict, batch_size: int) -> tf.data.Dataset:
     """Reads gzipped tf.Example TFRecords in file order (deterministic).
 
@@ -63,11 +89,8 @@ def read_examples(file_pattern: str | list[str], feature_spec: dict, batch_size:
     Returns:
       A dataset of dicts of the spec's features, [B, ...] each.
     """
-    files = tf.io.gfile.glob(file_pattern) if isinstance(file_pattern, str) else sorted(
-        f for p in file_pattern for f in tf.io.gfile.glob(p)
-    )
     return (
-        tf.data.TFRecordDataset(sorted(files), compression_type="GZIP")
+        tf.data.TFRecordDataset(example_files(file_pattern), compression_type="GZIP")
         .batch(batch_size)
         .map(lambda x: tf.io.parse_example(x, feature_spec), num_parallel_calls=tf.data.AUTOTUNE)
     )

@@ -13,8 +13,8 @@ import tensorflow_transform as tft
 import tf_keras
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-from components.trainer import backbones, calibration, decision, export, model, train
-from components.trainer.data import read_examples, with_labels
+from components.trainer import backbones, calibration, decision, export, model, tflite_engine, tflite_export, train
+from components.trainer.data import count_examples, read_examples, with_labels
 from pipeline import labels
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,9 @@ class TrainerConfig:
         and is not Platt-scaled.
       calibration: prior (default), platt or none (components.trainer.calibration).
       oof_folds: k of the k-fold head fits that give out-of-fold predictions.
+      embedding_engine: auto, tf or tflite: what runs the frozen embedding pass (tflite_engine).
+      tflite_cache_dir: where converted backbones are cached ("" = ~/.cache/facepipe/tflite).
+      export_tflite: none, float or int8: also export model.tflite (tflite_export).
       code_version: fingerprint of the trainer code (for the cache key only).
     """
 
@@ -64,6 +67,9 @@ class TrainerConfig:
     threshold_min_positives: int = decision.DEFAULT_MIN_POSITIVES
     calibration: str = "prior"
     oof_folds: int = 5
+    embedding_engine: str = tflite_engine.AUTO
+    tflite_cache_dir: str = ""
+    export_tflite: str = tflite_export.NONE
     code_version: str = ""
 
     @classmethod
@@ -85,9 +91,11 @@ class TrainResult:
       fine_tuned_layers: names of the backbone layers fine-tuned (empty: none).
       fine_tune_epochs: fine-tuning epochs run.
       embeddings_spilled: whether the cache went to a memory-mapped file.
-      seconds: wall time per phase (embed, head, out_of_fold, fine_tune, export).
+      seconds: wall time per phase (embed, head, out_of_fold, fine_tune, export, export_tflite).
       decision: what went into assets.extra/labels.json beside the label names (thresholds,
         calibration, and how each was chosen).
+      embedding_engine: what ran the embedding pass (tflite_engine.EngineReport as a dict).
+      tflite: model.tflite's metadata and export check, or None when not exported.
     """
 
     train_examples: int
@@ -99,6 +107,8 @@ class TrainResult:
     embeddings_spilled: bool
     seconds: dict[str, float]
     decision: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)  # long: in labels.json
+    embedding_engine: dict = dataclasses.field(default_factory=dict)
+    tflite: dict | None = None
 
 
 def train_and_export(
@@ -144,8 +154,17 @@ def train_and_export(
     transform = tft.TFTransformOutput(transform_output).transform_raw_features if transform_output else None
     with tempfile.TemporaryDirectory(prefix="facepipe-embeddings-") as spill_dir:
         start = time.monotonic()
-        embedded = train.embed(
+        embedder, engine = tflite_engine.select_embedder(
+            config.embedding_engine,
             extractor,
+            train.tf_embedder(extractor),
+            config.backbone,
+            config.image_size,
+            count_examples(train_files) if config.embedding_engine == tflite_engine.AUTO else None,
+            cache_dir=config.tflite_cache_dir or None,
+        )
+        embedded = train.embed(
+            embedder,
             read_examples(train_files, feature_spec, config.batch_size),
             config.image_size,
             memory_limit_bytes=config.embedding_memory_mb << 20,
@@ -158,9 +177,10 @@ def train_and_export(
         embedded = embedded.take(np.argsort(embedded.filenames, kind="stable"))
         held_out = train.validation_mask(embedded.filenames, params.validation_buckets)
         logger.info(
-            "embedded %d training images in %.1f s (%d held out for validation; %s)",
+            "embedded %d training images in %.1f s with %s (%d held out for validation; %s)",
             len(held_out),
             seconds["embed"],
+            engine.used,
             held_out.sum(),
             "spilled to disk" if embedded.spilled else "in memory",
         )
@@ -227,6 +247,15 @@ def train_and_export(
     export.export_model(serving, serving_model_dir, config.image_size, transform_output=transform_output,
                         metadata=decided)
     seconds["export"] = time.monotonic() - start
+    tflite = None
+    if config.export_tflite != tflite_export.NONE:
+        start = time.monotonic()
+        # The calibrated model, as exported: model.tflite outputs what the SavedModel outputs.
+        tflite = tflite_export.export_from_training_data(
+            serving, serving_model_dir, config.image_size, config.export_tflite,
+            read_examples(train_files, feature_spec, config.batch_size),
+        )
+        seconds["export_tflite"] = time.monotonic() - start
     result = TrainResult(
         train_examples=len(training),
         validation_examples=len(validation),
@@ -237,6 +266,8 @@ def train_and_export(
         embeddings_spilled=embedded.spilled,
         seconds={k: round(v, 2) for k, v in seconds.items()},
         decision=decided,
+        embedding_engine=engine.to_dict(),
+        tflite=tflite,
     )
     logger.info("trainer result: %s", result)
     return result

@@ -196,8 +196,18 @@ class _EmbeddingWriter:
             os.close(fd)
 
 
+def tf_embedder(feature_extractor: tf_keras.Model) -> Callable[[tf.Tensor], np.ndarray]:
+    """The TensorFlow embedding path: images [B, S, S, 3] -> numpy embeddings [B, C] (one traced function)."""
+
+    @tf.function(reduce_retracing=True)
+    def _embed(images: tf.Tensor) -> tf.Tensor:
+        return feature_extractor(images, training=False)
+
+    return lambda images: _embed(images).numpy()
+
+
 def embed(
-    feature_extractor: tf_keras.Model,
+    feature_extractor: tf_keras.Model | Callable[[tf.Tensor], np.ndarray],
     dataset: tf.data.Dataset,
     image_size: int,
     memory_limit_bytes: int = DEFAULT_EMBEDDING_MEMORY_LIMIT,
@@ -209,7 +219,8 @@ def embed(
     Decoding runs in tf.data (parallel, prefetched) so it overlaps with the backbone.
 
     Args:
-      feature_extractor: images -> embeddings.
+      feature_extractor: images -> embeddings: a Keras model (run by tf_embedder), or a function
+        returning numpy embeddings (tflite_engine.select_embedder's).
       dataset: batches of dicts with image_raw ([B] or raw [B, 1]) and filename, and labels
         unless ``transform`` makes them (data.read_examples).
       image_size: the size images are resized to.
@@ -225,11 +236,7 @@ def embed(
     Raises:
       ValueError: the dataset is empty.
     """
-
-    @tf.function(reduce_retracing=True)
-    def _embed(images: tf.Tensor) -> tf.Tensor:
-        return feature_extractor(images, training=False)
-
+    run = tf_embedder(feature_extractor) if isinstance(feature_extractor, tf_keras.Model) else feature_extractor
     features_of = None if transform is None else tf.function(transform, input_signature=[dataset.element_spec])
 
     decoded = data.without_autotune(
@@ -243,7 +250,7 @@ def embed(
     label_chunks, names = [], []
     embedded = 0
     for batch, (images, parsed) in enumerate(decoded, start=1):
-        writer.append(_embed(images).numpy())
+        writer.append(run(images))
         features = parsed if features_of is None else features_of(parsed)
         label_chunks.append(features[labels.LABELS_KEY].numpy())
         names.append(features[labels.FILENAME_KEY].numpy())
