@@ -19,7 +19,7 @@ DEFAULT_SERVING_DIR = os.path.join(REPO_ROOT, "outputs", "serving")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parses the command line."""
-    from pipeline.cli import label_value  # noqa: PLC0415  (light: no TensorFlow)
+    from pipeline.cli import label_value  # light: no TensorFlow
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", required=True, help="folder of images (searched recursively)")
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, REPO_ROOT)
-    from components import predict  # noqa: PLC0415  (imports TensorFlow)
+    from components import predict  # imports TensorFlow
 
     try:
         model_dir = args.model_dir or predict.latest_model_dir(args.serving_dir, args.pipeline_name)

@@ -18,7 +18,7 @@ DEFAULT_OUTPUT = os.path.join(REPO_ROOT, "outputs")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parses the command line."""
-    from pipeline.cli import OneLineErrorParser, add_pipeline_flags  # noqa: PLC0415  (light: no TensorFlow)
+    from pipeline.cli import OneLineErrorParser, add_pipeline_flags  # light: no TensorFlow
 
     parser = OneLineErrorParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=None,
@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     # Before TensorFlow is imported anywhere: TF 2.16 would otherwise mix Keras 3 and tf_keras.
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     sys.path.insert(0, REPO_ROOT)
-    from pipeline.cli import config_from_args  # noqa: PLC0415
-    from pipeline.logs import new_run_id, stderr_to_log  # noqa: PLC0415
+    from pipeline.cli import config_from_args
+    from pipeline.logs import new_run_id, stderr_to_log
 
     data_dir = args.data_dir
     pipeline_root = os.path.abspath(args.pipeline_root)
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --wait-for-lock must be >= 0 seconds", file=sys.stderr)
         return 2
     if data_dir is None:
-        from pipeline import synthetic_data  # noqa: PLC0415
+        from pipeline import synthetic_data
 
         _, generated = synthetic_data.ensure_default_dataset(DEFAULT_DATA_DIR, synthetic_data.SyntheticSpec())
         what = "Generated" if generated else "Using"
@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     # From here on, stderr (TensorFlow's C++ logs and Python warnings included) goes to the run's
     # log file; known noise is kept off the console.
     with stderr_to_log(os.path.join(pipeline_root, "logs", f"{run_id}.log")):
-        from pipeline.beam_canary import WorkerCheckError  # noqa: PLC0415
-        from pipeline.local_run import RunLockError, format_summary, run_local  # noqa: PLC0415  (TFX: ~15 s)
+        from pipeline.beam_canary import WorkerCheckError
+        from pipeline.local_run import RunLockError, format_summary, run_local  # TFX: ~15 s
 
         print(f"Running pipeline {config.pipeline_name!r} on {config.data_dir} (run {run_id})", flush=True)
         try:

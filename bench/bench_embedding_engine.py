@@ -46,7 +46,7 @@ BACKBONES = ("efficientnet_lite0", "mobilenet_v2", "efficientnet_b0", "resnet50"
 def _image_paths(data_dir: str, n: int) -> list[str]:
     """The first n images whose names carry labels (the synthetic set has a few malformed ones)."""
     sys.path.insert(0, REPO_ROOT)
-    from pipeline import labels
+    from components.base import labels
 
     def labelled(name: str) -> bool:
         try:
@@ -142,8 +142,8 @@ def _head_sensitivity(
     import numpy as np
     import tf_keras
 
+    from components.base import labels
     from components.trainer import model
-    from pipeline import labels
 
     parsed = [labels.parse_filename(os.path.basename(p)) for p in paths]
     y = np.array([labels.label_vector(p.age, p.gender, p.race) for p in parsed], np.float32)

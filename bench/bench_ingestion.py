@@ -30,7 +30,7 @@ TARGET_RATIO = 1.3
 
 def tree_rss(pid: int) -> int:
     """Resident memory in bytes of a process and all its descendants (0 once it is gone)."""
-    import psutil  # noqa: PLC0415
+    import psutil
 
     try:
         root = psutil.Process(pid)
@@ -70,7 +70,7 @@ class PeakSampler:
 
 def ensure_images(work_dir: Path, num_images: int, seed: int, workers: int) -> Path:
     """Generates the synthetic folder for one size unless it is already complete; returns it."""
-    from pipeline import synthetic_data  # noqa: PLC0415
+    from pipeline import synthetic_data
 
     folder = work_dir / f"images-{num_images}-seed{seed}"
     started = time.perf_counter()
@@ -86,9 +86,9 @@ def run_child(data_dir: str, out_dir: str) -> dict:
     """In the child: imports TFX, runs ImageExampleGen's executor on data_dir; returns its numbers."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import psutil  # noqa: PLC0415
+    import psutil
 
-    from components.image_example_gen import executor  # noqa: PLC0415
+    from components.image_example_gen import executor
 
     rss_before = psutil.Process().memory_info().rss
     started = time.perf_counter()
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(result_file).write_text(json.dumps(run_child(data_dir, out_dir)))
         return 0
 
-    import shutil  # noqa: PLC0415
+    import shutil
 
     rows = []
     for n in sorted(args.num_images):

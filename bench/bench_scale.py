@@ -370,8 +370,8 @@ def phase_head(args: argparse.Namespace) -> dict[str, Any]:
 
     import numpy as np
 
+    from components.base import labels
     from components.trainer import model, train
-    from pipeline import labels
 
     train.skip_autograph_for_tf_keras()
     rng = np.random.default_rng(0)

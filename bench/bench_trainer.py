@@ -347,7 +347,7 @@ def _training_files(pipeline_root: str, data_dir: str) -> tuple[list[str], Any]:
     import numpy as np
     import tensorflow as tf
 
-    from pipeline import labels
+    from components.base import labels
 
     pattern, _ = _pipeline_outputs(pipeline_root)
     spec = {
@@ -462,8 +462,8 @@ def phase_plain(args: argparse.Namespace) -> dict[str, Any]:
     import tensorflow as tf
     import tf_keras
 
+    from components.base import labels
     from components.trainer import data, model
-    from pipeline import labels
 
     paths, y = _training_files(os.path.join(args.run_dir, "pipeline", "pipeline_root"), args.data_dir)
     start = time.monotonic()

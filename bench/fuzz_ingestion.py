@@ -115,13 +115,13 @@ class Folder:
 
 
 def _pixels(rng: random.Random, w: int, h: int):
-    import numpy as np  # noqa: PLC0415
+    import numpy as np
 
     return np.random.default_rng(rng.getrandbits(32)).integers(0, 255, (h, w, 3), dtype=np.uint8)
 
 
 def _image(rng: random.Random, fmt: str = "JPEG", mode: str = "RGB") -> bytes:
-    from PIL import Image  # noqa: PLC0415
+    from PIL import Image
 
     image = Image.fromarray(_pixels(rng, rng.randint(8, 48), rng.randint(8, 48))).convert(mode)
     return _encode(image, fmt)
@@ -156,7 +156,7 @@ def _huge_jpeg(rng: random.Random) -> bytes:
 
 
 def _truncated_jpeg(rng: random.Random) -> bytes:
-    from PIL import Image  # noqa: PLC0415
+    from PIL import Image
 
     data = _encode(Image.fromarray(_pixels(rng, 64, 64)), "JPEG", quality=95)
     return data[: rng.randint(200, len(data) * 9 // 10)]
@@ -304,8 +304,8 @@ def _worker() -> None:
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(REPO_ROOT))
-    from components import predict  # noqa: PLC0415
-    from components.image_example_gen import executor, ingest  # noqa: PLC0415
+    from components import predict
+    from components.image_example_gen import executor, ingest
 
     for line in sys.stdin:
         command = json.loads(line)
@@ -324,7 +324,7 @@ def _worker() -> None:
                                                  max_file_bytes=MAX_FILE_BYTES, max_pixels=MAX_PIXELS, batch_size=8)
                 result["files"], result["errors"] = summary.files, summary.errors
         except BaseException as e:  # noqa: BLE001  (reported to the parent as a crash of the step)
-            import traceback  # noqa: PLC0415
+            import traceback
 
             result = {"ok": False, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
         with open(command["result"], "w") as f:
@@ -333,7 +333,7 @@ def _worker() -> None:
 
 
 def _ingested_names(uri: str) -> list[str]:
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     files = tf.io.gfile.glob(os.path.join(uri, "Split-*", "*.gz"))
     return [tf.train.Example.FromString(r.numpy()).features.feature["filename"].bytes_list.value[0].decode()
@@ -341,10 +341,10 @@ def _ingested_names(uri: str) -> list[str]:
 
 
 def _make_model(model_dir: str) -> None:
-    import tf_keras  # noqa: PLC0415
+    import tf_keras
 
-    from components.trainer import export  # noqa: PLC0415
-    from pipeline import labels  # noqa: PLC0415
+    from components.base import labels
+    from components.trainer import export
 
     model = tf_keras.Sequential([
         tf_keras.layers.Input((32, 32, 3)),

@@ -34,8 +34,8 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 from tfx.utils import path_utils
 
 from components import artifact_properties, pusher, serving_folder
+from components.base import labels
 from components.cache_key_driver import CacheKeyDriver
-from pipeline import labels
 
 logger = logging.getLogger(__name__)
 

@@ -22,11 +22,12 @@ from typing import Any
 from tfx import v1 as tfx
 from tfx.types.artifact import Artifact
 
-from pipeline import labels
+from components.base import labels
+from components.image_example_gen import executor, ingest, spans
 
 DRIFT_FILE = "label_drift.json"
 STATUS_OK, STATUS_DRIFT, STATUS_SKIPPED = "ok", "drift", "skipped"
-# The label distributions compared, by slice-feature name (pipeline.labels).
+# The label distributions compared, by slice-feature name (components.base.labels).
 DRIFT_FEATURES = (labels.GENDER_KEY, labels.RACE_KEY, labels.AGE_GROUP_KEY)
 
 
@@ -107,8 +108,6 @@ def folder_label_counts(folder: str, data_dir: str, pattern: re.Pattern[str]) ->
     Returns:
       (label_counts, number of files counted).
     """
-    from components.image_example_gen import ingest  # noqa: PLC0415  (imports TensorFlow)
-
     parsed = []
     for found in ingest.find_files(folder, "*", data_dir=data_dir):
         if found.issue is None:
@@ -139,8 +138,6 @@ def check_label_drift(
       The report: status ("ok", "drift", "skipped"), message, threshold, current_spans,
       previous_span, distances, drifted, max_distance, current and previous (num_files, fractions).
     """
-    from components.image_example_gen import spans  # noqa: PLC0415
-
     if first_span is None or last_span is None:
         return _skipped("not a span layout (no span-<N> folders): nothing to compare with", threshold)
     found = spans.find_spans(data_dir)
@@ -192,7 +189,7 @@ def check_label_drift(
 
 def write_report(uri: str, report: dict[str, Any]) -> None:
     """Writes the report as ``label_drift.json`` into an artifact folder."""
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     tf.io.gfile.makedirs(uri)
     with tf.io.gfile.GFile(posixpath.join(uri, DRIFT_FILE), "w") as f:
@@ -201,7 +198,7 @@ def write_report(uri: str, report: dict[str, Any]) -> None:
 
 def read_report(uri: str) -> dict[str, Any] | None:
     """Reads ``label_drift.json`` from a LabelDriftReport artifact folder; None when absent."""
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     path = posixpath.join(uri, DRIFT_FILE)
     if not tf.io.gfile.exists(path):
@@ -223,8 +220,6 @@ def LabelDriftCheck(
     properties (set by ImageExampleGen), so the check reads what ingestion read, also when a
     run overrides the data folder through a runtime parameter. ``code_version`` only keys the cache.
     """
-    from components.image_example_gen import executor  # noqa: PLC0415
-
     del code_version
     first = last = None
     if examples.has_custom_property(executor.FIRST_SPAN_PROPERTY):

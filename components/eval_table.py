@@ -53,7 +53,7 @@ class EvalTable:
 
 def _array(value: Any) -> np.ndarray:
     """An ArrayValue proto as a numpy array."""
-    from tensorflow_model_analysis.proto import metrics_for_slice_pb2  # noqa: PLC0415
+    from tensorflow_model_analysis.proto import metrics_for_slice_pb2
 
     kind = metrics_for_slice_pb2.ArrayValue
     field = {
@@ -87,7 +87,7 @@ def load_eval_table(
       ValueError: the output has no rows (an Evaluator from before EvalRows existed), or the rows
         do not add up to the overall slice's example count.
     """
-    import tensorflow_model_analysis as tfma  # noqa: PLC0415
+    import tensorflow_model_analysis as tfma
 
     cells: dict[str, dict[str, Any]] = {}
     overall_count = None

@@ -35,7 +35,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from components import uncertainty
-from pipeline import labels
+from components.base import labels
 
 if TYPE_CHECKING:  # TFMA (and TensorFlow) load only where a function needs them: the report renders without
     import tensorflow_model_analysis as tfma
@@ -210,7 +210,7 @@ def build_eval_config(
       crossed_slices: feature tuples to slice by jointly (e.g. gender x race).
       fairness_groups: attribute -> groups compared pairwise by the fairness gate.
       fairness_exempt: attribute -> labels not compared across its groups; by default the labels
-        of pipeline.labels.LABELS derived from that attribute.
+        of components.base.labels.LABELS derived from that attribute.
       shared_rows: use components.fast_metrics (the same TFMA metrics fed by one shared combiner
         per slice, 7x faster at 3,000 examples); False: the stock classes (tests compare the two).
       preprocessing: labels and slice features come from the model's ``transform_features``
@@ -219,7 +219,7 @@ def build_eval_config(
     Returns:
       A tfma.EvalConfig.
     """
-    import tensorflow_model_analysis as tfma  # noqa: PLC0415
+    import tensorflow_model_analysis as tfma
 
     gates = gates or GateSettings()
     gates.validate(label_names)
@@ -368,7 +368,7 @@ def build_eval_config(
         ],
     )
     if shared_rows:
-        from components import fast_metrics  # noqa: PLC0415
+        from components import fast_metrics  # Beam and TFMA: the CLI imports this module (via config) without them
 
         for spec in config.metrics_specs:
             for metric in spec.metrics:
@@ -480,7 +480,7 @@ def load_eval_results(evaluation_uri: str, label_names: Sequence[str] = labels.L
     Returns:
       The EvalResults.
     """
-    import tensorflow_model_analysis as tfma  # noqa: PLC0415
+    import tensorflow_model_analysis as tfma
 
     label_names = tuple(label_names)
     metrics: dict[str, dict[str, dict[str, dict[str, float | None]]]] = {}
@@ -921,7 +921,7 @@ def gates_from_eval_config(
       ValueError: the config is not one build_eval_config could have made (e.g. two different
         fairness limits).
     """
-    import tensorflow_model_analysis as tfma  # noqa: PLC0415
+    import tensorflow_model_analysis as tfma
 
     floors: dict[str, float | None] = {name: None for name in label_names}
     gaps: set[float] = set()
@@ -989,7 +989,7 @@ def read_gates(blessing_uri: str) -> dict[str, Any] | None:
     Returns:
       The record (see components.evaluation_gate.judge), or None.
     """
-    import tensorflow as tf  # noqa: PLC0415  (already loaded with TFMA; gfile reads gs:// too)
+    import tensorflow as tf  # already loaded with TFMA; gfile reads gs:// too
 
     path = f"{blessing_uri.rstrip('/')}/{GATES_FILE}"
     if not tf.io.gfile.exists(path):

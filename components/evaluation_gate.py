@@ -65,7 +65,7 @@ def judge(
     Raises:
       ValueError: the Evaluator wrote no per-example rows (its config lacks EvalRows).
     """
-    from tensorflow_model_analysis.writers import eval_config_writer  # noqa: PLC0415
+    from tensorflow_model_analysis.writers import eval_config_writer
 
     eval_config = eval_config_writer.load_eval_run(evaluation_uri)[0]
     settings, groups, exempt = evaluation.gates_from_eval_config(

@@ -158,7 +158,7 @@ def predict_items(
     Returns:
       name -> probabilities (in label order), or an error message.
     """
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     def run(batch: Sequence[tuple[str, bytes]]) -> dict[str, list[float] | str]:
         outputs = predict(image_bytes=tf.constant([data for _, data in batch]))
@@ -211,7 +211,7 @@ def predict_folder(
       FileNotFoundError: the folder or the model's label list is missing (or model.tflite, with tflite).
       ValueError: a bad threshold, or a model.tflite whose labels differ from labels.json's.
     """
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"image folder {folder} does not exist")
@@ -219,7 +219,7 @@ def predict_folder(
     label_names = list(meta["label_names"])
     thresholds = resolve_thresholds(label_names, meta.get("thresholds"), threshold_overrides, default_threshold)
     if tflite:
-        from components.tflite_predict import TFLiteImages  # noqa: PLC0415
+        from components.tflite_predict import TFLiteImages  # tf_keras and the TFLite engine: only --tflite
 
         predict = TFLiteImages(model_dir)
         if predict.label_names != label_names:

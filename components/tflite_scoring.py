@@ -27,8 +27,8 @@ import numpy as np
 import tensorflow as tf
 
 from components import cpus
+from components.base import labels
 from components.trainer import data, tflite_export, train
-from pipeline import labels
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ AUC_METHOD = "exact ROC AUC (Mann-Whitney, ties count half), components.trainer.
 
 def _eval_labels(file_pattern: str, transform_output: str, batch_size: int) -> tuple[np.ndarray, list[str]]:
     """(labels [N, L], file names) of the examples, in file order, through the Transform graph."""
-    import tensorflow_transform as tft  # noqa: PLC0415
+    import tensorflow_transform as tft
 
     output = tft.TFTransformOutput(transform_output)
     dataset = data.read_examples(file_pattern, output.raw_feature_spec(), batch_size)

@@ -1,7 +1,7 @@
 """Transform: the label vector and readable slice features, from the raw labels.
 
 Image bytes pass through untouched (decoding happens in the model), so no pixel
-tensors are materialized. Labels are computed from pipeline.labels' declarative
+tensors are materialized. Labels are computed from components.base.labels' declarative
 definitions, the same ones the Python parser and the reports use.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from pipeline import labels
+from components.base import labels
 
 
 def _dense(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
@@ -43,7 +43,7 @@ def label_matrix(
 
 
 def age_group_names(age: tf.Tensor) -> tf.Tensor:
-    """Maps int ages [B] to age-group names [B] (pipeline.labels.AGE_GROUPS)."""
+    """Maps int ages [B] to age-group names [B] (components.base.labels.AGE_GROUPS)."""
     bounds = tf.constant([lower for lower, _ in labels.AGE_GROUPS[1:]], dtype=age.dtype)
     index = tf.searchsorted(bounds, age, side="right")
     return tf.gather(tf.constant([name for _, name in labels.AGE_GROUPS]), index)
@@ -57,7 +57,7 @@ def preprocessing_fn(inputs: dict[str, Any]) -> dict[str, tf.Tensor]:
 
     Returns:
       image_raw and filename passed through; ``labels`` (float32 multi-hot, one column
-      per pipeline.labels.LABEL_NAMES); slice features age_group, gender_name, race_name.
+      per components.base.labels.LABEL_NAMES); slice features age_group, gender_name, race_name.
     """
     age = _dense(inputs[labels.AGE_KEY])
     gender = _dense(inputs[labels.GENDER_KEY])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from components.image_example_gen import spans
 from pipeline import beam_profiles
 from pipeline.config import BACKBONES, DEFAULT_BEAM_ARGS, EMBEDDING_ENGINES, REPO_ROOT, TFLITE_EXPORTS, PipelineConfig
 
@@ -310,8 +311,6 @@ def beam_profile_from_args(args: argparse.Namespace) -> beam_profiles.BeamProfil
 
 def _spans_from_args(args: argparse.Namespace, data_dir: str) -> str | None:
     """--span as given (checked against a local folder); without it, "latest" for a local span layout."""
-    from components.image_example_gen import spans  # noqa: PLC0415
-
     if args.span is None:
         return spans.LATEST if spans.has_span_layout(data_dir) else None
     selection = spans.parse_span_selection(args.span)

@@ -19,10 +19,10 @@ from typing import Any
 
 from google.protobuf import json_format, message
 
+from components.base import labels
 from components.evaluation import GateSettings
 from components.image_example_gen import spans
 from components.trainer import calibration, decision
-from pipeline import labels
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_SCHEMA_PATH = REPO_ROOT / "schema" / "schema.pbtxt"

@@ -30,6 +30,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pipeline import gcs_markers
+
 logger = logging.getLogger(__name__)
 
 INVOCATION_FLAG = "--json_serialized_invocation_args"
@@ -155,8 +157,6 @@ def clean_outputs(uris: Sequence[str], remove: Callable[[str], int] | None = Non
     Raises:
       EntrypointError: the markers could not be removed (the next step's download would fail on them).
     """
-    from pipeline import gcs_markers
-
     remove = remove or gcs_markers.remove_directory_markers
     removed = 0
     for uri in uris:

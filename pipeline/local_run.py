@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
@@ -23,6 +24,7 @@ from pipeline import beam_canary
 from pipeline.config import PipelineConfig
 from pipeline.logs import new_run_id
 from pipeline.pipeline import create_pipeline
+from pipeline.report import build, index
 from pipeline.run_summary import summarize
 
 SUMMARY_FILE = "last_run_summary.json"
@@ -243,10 +245,6 @@ def _write_report(
     store: metadata_store.MetadataStore, run_id: str, pipeline_root: str, log_file: str, images: bool = True
 ) -> dict[str, Any]:
     """Writes the run's HTML/JSON report and model card; returns {"report": html path, "report_error": ...}."""
-    import traceback  # noqa: PLC0415
-
-    from components.report import build  # noqa: PLC0415
-
     try:
         paths = build.write_report(build.build_report(store, run_id, images=images),
                                    build.report_dir(pipeline_root, run_id))
@@ -261,10 +259,6 @@ def _update_index(
     store: metadata_store.MetadataStore, run_id: str, config: PipelineConfig, error: str | None, log_file: str
 ) -> dict[str, Any]:
     """Adds this run (failed and refused ones too) to <pipeline root>/reports/index.html; {"index", "index_error"}."""
-    import traceback  # noqa: PLC0415
-
-    from components.report import index  # noqa: PLC0415
-
     try:
         path = index.update_after_run(store, config.pipeline_root, run_id, config.pipeline_name, error)
     except Exception as e:  # noqa: BLE001  (like the report: shown, never hiding the run's own result)

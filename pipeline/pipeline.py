@@ -13,6 +13,7 @@ from tfx.proto import example_gen_pb2
 from components import evaluation
 from components import pusher as atomic_pusher
 from components.anomaly_gate import AnomalyGate
+from components.base import labels
 from components.baseline import ServingBaseline
 from components.drift import LabelDriftCheck
 from components.evaluation_gate import EvaluationGate
@@ -22,7 +23,7 @@ from components.image_example_gen.ingest import DEFAULT_MAX_IMAGE_PIXELS
 from components.tflite_evaluator import TFLiteEvaluator
 from components.trainer.component import Trainer
 from components.trainer.run import TrainerConfig
-from pipeline import labels, runtime_params
+from pipeline import runtime_params
 from pipeline.config import PipelineConfig, code_fingerprint, component_modules
 
 TRANSFORM_FN = "components.transform.preprocessing_fn"

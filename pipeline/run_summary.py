@@ -12,9 +12,10 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components import evaluation
+from components.base import labels
 from components.drift import read_report as read_drift_report
 from components.image_example_gen.ingest import read_quarantine
-from pipeline import labels
+from pipeline import mlmd
 from pipeline import pipeline as pipeline_def
 
 _STATE_NAMES = {v: k.lower() for k, v in metadata_store_pb2.Execution.State.items()}
@@ -73,16 +74,8 @@ def component_runs(store: metadata_store.MetadataStore, run_id: str) -> dict[str
     return result
 
 
-def _prop(artifact: metadata_store_pb2.Artifact, name: str) -> Any:
-    for props in (artifact.custom_properties, artifact.properties):
-        if name in props:
-            value = props[name]
-            return getattr(value, value.WhichOneof("value"))
-    return None
-
-
 def _count_examples(statistics_uri: str) -> dict[str, int]:
-    import tensorflow_data_validation as tfdv  # noqa: PLC0415  (heavy; only when summarizing)
+    import tensorflow_data_validation as tfdv  # heavy; only when summarizing
 
     counts = {}
     for split in sorted(os.listdir(statistics_uri)) if os.path.isdir(statistics_uri) else []:
@@ -94,7 +87,7 @@ def _count_examples(statistics_uri: str) -> dict[str, int]:
 
 
 def _overall_metrics(evaluation_uri: str) -> tuple[float | None, dict[str, float]]:
-    import tensorflow_model_analysis as tfma  # noqa: PLC0415
+    import tensorflow_model_analysis as tfma
 
     macro, per_label = None, {}
     for slice_metrics in tfma.load_metrics(evaluation_uri):
@@ -114,7 +107,7 @@ def _overall_metrics(evaluation_uri: str) -> tuple[float | None, dict[str, float
 
 
 def _validation_reasons(evaluation_uri: str) -> list[str]:
-    import tensorflow_model_analysis as tfma  # noqa: PLC0415
+    import tensorflow_model_analysis as tfma
 
     result = tfma.load_validation_result(evaluation_uri)
     reasons = []
@@ -191,9 +184,10 @@ def summarize(store: metadata_store.MetadataStore, run_id: str) -> dict[str, Any
         summary["quarantined"] = len(entries)
         summary["quarantined_by_reason"] = dict(collections.Counter(e["reason"] for e in entries))
         examples = gen.outputs["examples"][0]
-        summary["files_found"] = _prop(examples, "files_found")
-        if _prop(examples, "first_span") is not None:
-            summary["spans"] = [_prop(examples, "first_span"), _prop(examples, "last_span")]
+        summary["files_found"] = mlmd.property_value(examples, "files_found")
+        first, last = (mlmd.property_value(examples, k) for k in ("first_span", "last_span"))
+        if first is not None:
+            summary["spans"] = [first, last]
     if (drift := runs.get(pipeline_def.LABEL_DRIFT)) and drift.outputs.get("report"):
         summary["drift"] = read_drift_report(drift.outputs["report"][0].uri)
     if (stats := runs.get(pipeline_def.STATISTICS_GEN)) and stats.outputs.get("statistics"):
@@ -206,12 +200,12 @@ def summarize(store: metadata_store.MetadataStore, run_id: str) -> dict[str, Any
         summary["macro_auc"] = None if macro is None or math.isnan(macro) else macro
         summary["per_label_auc"] = {k: (None if math.isnan(v) else v) for k, v in per_label.items()}
         blessing = ev.outputs.get("blessing", [None])[0]
-        summary["blessed"] = bool(blessing is not None and _prop(blessing, "blessed") == 1)
+        summary["blessed"] = bool(blessing is not None and mlmd.property_value(blessing, "blessed") == 1)
         summary["blessing_reasons"] = _validation_reasons(uri)
     if (base := runs.get(pipeline_def.SERVING_BASELINE)) and base.outputs.get("baseline_model"):
         baseline = base.outputs["baseline_model"][0]
-        summary["baseline_model"] = _prop(baseline, "baseline_path") or None
-        summary["baseline_note"] = _prop(baseline, "baseline_note")
+        summary["baseline_model"] = mlmd.property_value(baseline, "baseline_path") or None
+        summary["baseline_note"] = mlmd.property_value(baseline, "baseline_note")
         if base.state == "cached" and summary["baseline_note"]:
             # The evaluation this run reuses was decided then (e.g. before its own model was pushed).
             summary["baseline_note"] += " (when this evaluation first ran)"
@@ -228,6 +222,6 @@ def summarize(store: metadata_store.MetadataStore, run_id: str) -> dict[str, Any
             summary["blessing_reasons"] = [f"{g['name']}: {g['summary']}" for g in failed]
     if (push := runs.get(pipeline_def.PUSHER)) and push.outputs.get("pushed_model"):
         pushed = push.outputs["pushed_model"][0]
-        if _prop(pushed, "pushed") == 1:
-            summary["pushed_model"] = _prop(pushed, "pushed_destination")
+        if mlmd.property_value(pushed, "pushed") == 1:
+            summary["pushed_model"] = mlmd.property_value(pushed, "pushed_destination")
     return summary

@@ -40,14 +40,14 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from pipeline import labels
+from components.base import labels
 
 logger = logging.getLogger(__name__)
 
 # --- label frequencies (UTKFace-like) -----------------------------------------------------------------
 FEMALE_PROBABILITY = 0.48
 RACE_PROBABILITIES = (0.42, 0.19, 0.145, 0.17, 0.075)  # white, black, asian, indian, other
-# One probability per pipeline.labels.AGE_GROUPS entry: 0-12, 13-19, 20-39, 40-59, 60+.
+# One probability per components.base.labels.AGE_GROUPS entry: 0-12, 13-19, 20-39, 40-59, 60+.
 AGE_GROUP_PROBABILITIES = (0.14, 0.05, 0.50, 0.20, 0.11)
 SYNTHETIC_AGE_MIN, SYNTHETIC_AGE_MAX = 1, 116  # UTKFace has no age 0
 
@@ -900,7 +900,7 @@ def render_face_with_parts(
       rng: the random generator (consumed).
       age: age in years.
       gender: 0 male, 1 female.
-      race: 0-4 (pipeline.labels.RACE_NAMES).
+      race: 0-4 (components.base.labels.RACE_NAMES).
       size: width and height in pixels.
       parts: whether to build the part map.
 
@@ -935,7 +935,7 @@ def render_face(rng: np.random.Generator, age: int, gender: int, race: int, size
       rng: the random generator (consumed).
       age: age in years.
       gender: 0 male, 1 female.
-      race: 0-4 (pipeline.labels.RACE_NAMES).
+      race: 0-4 (components.base.labels.RACE_NAMES).
       size: width and height in pixels.
 
     Returns:

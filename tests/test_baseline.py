@@ -8,9 +8,9 @@ import tf_keras
 from tfx.types import standard_artifacts
 
 from components import artifact_properties, baseline, pusher, serving_folder
+from components.base import labels
 from components.evaluator import Executor as EvaluatorExecutor
 from components.trainer import export
-from pipeline import labels
 
 
 def _saved_model(path, with_transform_signature: bool = True, units: int = 2) -> str:

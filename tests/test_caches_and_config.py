@@ -56,12 +56,12 @@ def test_appending_to_fast_metrics_changes_the_evaluators_cache_key(tmp_path, ed
 def test_every_component_that_imports_a_module_sees_its_changes(tmp_path, edited):
     config = _config(tmp_path)
     before = _cache_inputs(config)
-    edited("pipeline/labels.py")  # imported by most components, directly or through others
+    edited("components/base/labels.py")  # imported by most components, directly or through others
     after = _cache_inputs(config)
     changed = {node for node in before if before[node] != after[node]}
     assert changed >= {
         pipeline_def.EXAMPLE_GEN, pipeline_def.LABEL_DRIFT, pipeline_def.TRANSFORM, pipeline_def.TRAINER,
-        # these two reach pipeline.labels only through another module of ours (drift, evaluation)
+        # these two reach components.base.labels only through another module of ours (drift, evaluation)
         pipeline_def.ANOMALY_GATE, pipeline_def.EVALUATION_GATE,
     }
     assert pipeline_def.PUSHER not in changed

@@ -5,8 +5,8 @@ import pytest
 import tensorflow as tf
 
 from components import eval_table, evaluation, fast_metrics, uncertainty
+from components.base import labels
 from components.evaluation import GateSettings
-from pipeline import labels
 from tests import test_evaluation as te
 
 

@@ -12,8 +12,8 @@ import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.writers import eval_config_writer
 
 from components import evaluation, fast_metrics
+from components.base import labels
 from components.evaluation import GateSettings
-from pipeline import labels
 
 LABELS3 = ("cat", "dog", "bird")
 RACE_GROUPS = {labels.RACE_NAME_KEY: ("x", "y", "z")}

@@ -11,8 +11,8 @@ import tensorflow as tf
 from PIL import Image
 from tfx.types import artifact_utils, standard_artifacts
 
+from components.base import labels
 from components.image_example_gen import executor, ingest
-from pipeline import labels
 
 PATTERN = labels.compile_pattern(labels.UTKFACE_PATTERN)
 

@@ -14,8 +14,8 @@ from PIL import Image
 from tfx.types import standard_artifacts
 
 from components import images
+from components.base import labels
 from components.image_example_gen import executor, ingest
-from pipeline import labels
 
 PATTERN = labels.compile_pattern(labels.UTKFACE_PATTERN)
 

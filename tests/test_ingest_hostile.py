@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from components import images
+from components.base import labels
 from components.image_example_gen import executor, ingest
-from pipeline import labels
 from tests.test_ingest_bad_files import _image, _name, read_examples
 
 PATTERN = labels.compile_pattern(labels.UTKFACE_PATTERN)

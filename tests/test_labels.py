@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline import labels
+from components.base import labels
 
 
 @pytest.mark.parametrize(

@@ -133,7 +133,7 @@ def _examples(uri: str) -> dict[str, set[tuple[str, int, int, int]]]:
     """{split: {(file name, age, gender, race)}} of an Examples artifact."""
     import tensorflow as tf
 
-    from pipeline import labels
+    from components.base import labels
 
     spec = {
         labels.FILENAME_KEY: tf.io.FixedLenFeature([], tf.string),

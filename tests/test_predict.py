@@ -21,8 +21,8 @@ import tf_keras
 from PIL import Image
 
 from components import predict
+from components.base import labels
 from components.trainer import export
-from pipeline import labels
 
 SIZE = 32
 

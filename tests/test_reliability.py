@@ -136,8 +136,8 @@ def test_pipeline_name_cannot_escape_the_serving_folder(name):
 def test_odd_file_names_are_quarantined_as_data(name):
     import json
 
+    from components.base.labels import UTKFACE_PATTERN, compile_pattern
     from components.image_example_gen import ingest
-    from pipeline.labels import UTKFACE_PATTERN, compile_pattern
 
     entry = ingest.check_file(f"/data/{name}", name, b"\xff\xd8", compile_pattern(UTKFACE_PATTERN))
     assert isinstance(entry, ingest.QuarantineEntry) and entry.reason in {"name_mismatch", "hidden_file"}

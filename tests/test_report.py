@@ -7,7 +7,7 @@ import re
 import pytest
 
 from components import evaluation
-from components.report import html, model_card
+from pipeline.report import html, model_card
 
 LABELS2 = ("cat", "dog")
 
@@ -161,7 +161,7 @@ def test_run_writes_report_json_html_and_model_card(first_report):
 
 @pytest.mark.e2e
 def test_report_numbers_come_from_the_real_evaluator_output(first_report, e2e_runs):
-    from pipeline import labels
+    from components.base import labels
 
     config, first, report = first_report
     assert [lb["name"] for lb in report["labels"]] == list(labels.LABEL_NAMES)
@@ -207,7 +207,7 @@ def test_evaluation_gate_blessing_drives_the_push(e2e_runs):
 
 @pytest.mark.e2e
 def test_report_command_regenerates_any_past_run(e2e_runs, capsys):
-    from components.report.__main__ import main
+    from pipeline.report.__main__ import main
 
     config, _, first, second, _ = e2e_runs
     html_path = first["report"]

@@ -23,7 +23,7 @@ import pytest
 import websocket
 from PIL import Image
 
-from components.report import html
+from pipeline.report import html
 from tests.test_report import _report
 
 pytestmark = pytest.mark.browser
@@ -212,14 +212,14 @@ def test_thumbnails_render_and_hostile_file_names_stay_text(chromium, tmp_path):
 def test_index_links_resolve_and_the_reports_thumbnails_render(chromium, e2e_runs, tmp_path):
     import urllib.parse
 
-    from components.report import build
+    from pipeline import mlmd
 
     config, _, first, second, store = e2e_runs
     index_path = os.path.join(config.pipeline_root, "reports", "index.html")
     page = chromium.load(index_path, IMAGES)
     _assert_clean(page, index_path)
     dom = page.dom
-    ids = build.run_ids(store, config.pipeline_name)  # three runs, or more if a test added some
+    ids = mlmd.run_ids(store, config.pipeline_name)  # three runs, or more if a test added some
     assert len(ids) >= 3 and dom["rows"] == ids[::-1] and dom["rows"][-2:] == [second["run_id"], first["run_id"]]
     assert dom["svgs"] == 1 and "not blessed" in dom["text"] and "failed gate: macro_auc_floor" in dom["text"]
     assert len(dom["links"]) == len(ids)
@@ -237,7 +237,7 @@ def test_index_links_resolve_and_the_reports_thumbnails_render(chromium, e2e_run
 
 @pytest.mark.e2e
 def test_real_report_shows_verdict_and_tables(chromium, e2e_runs, tmp_path):
-    from pipeline import labels
+    from components.base import labels
 
     _, _, first, _, _ = e2e_runs
     page = chromium.load(first["report"], DOM)

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from components import eval_table
-from components.report import html, index, model_card, thumbnails
+from pipeline.report import html, index, model_card, thumbnails
 from tests.test_report import _report, _text
 
 HOSTILE = '<img src=x onerror=alert(1)>"&.jpg'  # a file name is data: it must never become markup
@@ -192,25 +192,25 @@ def test_index_lists_runs_newest_first_escapes_names_and_plots_the_trend():
 @pytest.fixture(scope="module")
 def runs(e2e_runs):
     """(config, first, second, third: the refused run's summary, store); later tests may add runs."""
-    from components.report import build
+    from pipeline import mlmd
     from pipeline.run_summary import summarize
 
     config, _, first, second, store = e2e_runs
-    ids = build.run_ids(store, config.pipeline_name)
+    ids = mlmd.run_ids(store, config.pipeline_name)
     assert ids[:2] == [first["run_id"], second["run_id"]]
     return config, first, second, summarize(store, ids[2]), store
 
 
 @pytest.mark.e2e
 def test_index_lists_the_three_runs_in_order_and_the_refused_one_says_why(runs):
-    from components.report import build
+    from pipeline import mlmd
 
     config, first, second, third, store = runs
     assert third["blessed"] is False and third["pushed_model"] is None
     path = os.path.join(config.pipeline_root, "reports", "index.html")
     page = open(path).read()
     rows = re.findall(r'<tr data-run="([^"]+)">(.*?)</tr>', page)
-    ids = build.run_ids(store, config.pipeline_name)
+    ids = mlmd.run_ids(store, config.pipeline_name)
     assert [r for r, _ in rows] == ids[::-1]  # every run, newest first
     oldest = rows[::-1][:3]
     assert [r for r, _ in oldest] == [first["run_id"], second["run_id"], third["run_id"]]
@@ -220,7 +220,7 @@ def test_index_lists_the_three_runs_in_order_and_the_refused_one_says_why(runs):
         assert os.path.exists(os.path.join(config.pipeline_root, "reports", run_id, "report.html"))
         assert f'href="{run_id}/report.html"' in page
     # Rebuilt from ML Metadata alone: the same rows.
-    from components.report.__main__ import main
+    from pipeline.report.__main__ import main
 
     os.remove(path)
     assert main(["--pipeline-root", config.pipeline_root, "--index"]) == 0
@@ -232,7 +232,7 @@ def test_index_lists_the_three_runs_in_order_and_the_refused_one_says_why(runs):
 @pytest.mark.e2e
 def test_gate_records_carry_intervals_from_the_evaluators_own_rows(runs):
     from components import evaluation, uncertainty
-    from pipeline import labels
+    from components.base import labels
     from pipeline import pipeline as pipeline_def
     from pipeline.run_summary import component_runs
 
@@ -257,7 +257,7 @@ def test_gate_records_carry_intervals_from_the_evaluators_own_rows(runs):
 @pytest.mark.e2e
 def test_pushed_model_stores_thresholds_and_calibration_that_predict_applies(runs, tmp_path):
     from components import predict
-    from pipeline import labels
+    from components.base import labels
 
     config, first, _, _, _ = runs
     meta = predict.model_metadata(first["pushed_model"])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import labels
+from components.base import labels
 from pipeline import synthetic_data as sd
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -14,8 +14,8 @@ import tensorflow as tf
 from PIL import Image
 
 from components import cpus
+from components.base import labels
 from components.trainer import backbones, data, model, tflite_engine, train
-from pipeline import labels
 
 SIZE = 64
 

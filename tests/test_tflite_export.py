@@ -16,10 +16,10 @@ import tf_keras
 from PIL import Image
 
 from components import evaluation, predict, tflite_gate
-from components.report import on_device
+from components.base import labels
 from components.tflite_predict import TFLiteImages
 from components.trainer import backbones, data, export, model, tflite_engine, tflite_export, train
-from pipeline import labels
+from pipeline.report import on_device
 
 SIZE = 64
 

@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from components.base import labels
 from components.trainer import backbones, export, model, train
-from pipeline import labels
 
 IMAGE_SIZE = 64
 N_LABELS = len(labels.LABEL_NAMES)

@@ -9,7 +9,7 @@ import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import schema_utils
 
 from components import transform
-from pipeline import labels
+from components.base import labels
 
 PEOPLE = [  # (age, gender, race)
     (0, 0, 0), (12, 1, 1), (13, 0, 2), (19, 1, 3), (20, 0, 4),

@@ -35,8 +35,8 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
 from components import artifact_properties, stored_gzip
+from components.base import labels
 from components.image_example_gen import ingest, spans
-from pipeline import labels
 
 FILENAME_PATTERN_KEY = "filename_pattern"
 MAX_IMAGE_PIXELS_KEY = "max_image_pixels"
@@ -401,7 +401,7 @@ def run_on_folder(data_dir: str, out_dir: str, pattern: str = "*", **overrides: 
     Returns:
       The filled-in Examples artifact.
     """
-    from tfx.types import standard_artifacts  # noqa: PLC0415
+    from tfx.types import standard_artifacts
 
     examples = standard_artifacts.Examples()
     examples.uri = out_dir

@@ -35,8 +35,8 @@ from collections.abc import Iterable
 import tensorflow as tf
 
 from components import images
+from components.base import labels
 from components.images import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_IMAGE_PIXELS, is_remote
-from pipeline import labels
 
 QUARANTINE_FILE = "quarantine.jsonl"
 ALLOWED_FORMATS = images.ALLOWED_FORMATS
@@ -296,7 +296,7 @@ def check_name(path: str, relative_name: str, pattern: re.Pattern[str]) -> label
     Args:
       path: the file's full path (reported in quarantine entries).
       relative_name: the path relative to the data (or span) folder.
-      pattern: compiled file-name pattern (pipeline.labels.compile_pattern).
+      pattern: compiled file-name pattern (components.base.labels.compile_pattern).
 
     Returns:
       The parsed labels, or a QuarantineEntry.
@@ -330,7 +330,7 @@ def check_file(
       relative_name: the path relative to the data folder (or span folder); stored as
         ``filename`` and used for the stable hash split.
       data: the file's bytes.
-      pattern: compiled file-name pattern (pipeline.labels.compile_pattern).
+      pattern: compiled file-name pattern (components.base.labels.compile_pattern).
       max_pixels: images with more pixels than this are refused undecoded.
 
     Returns:

@@ -92,7 +92,7 @@ def find_spans(data_dir: str) -> dict[int, str]:
       ValueError: two folders name the same span (``span-1`` and ``span-01``).
     """
     if "://" in data_dir:
-        import tensorflow as tf  # noqa: PLC0415  (only remote folders need it)
+        import tensorflow as tf  # only remote folders need it
 
         entries = [(name.rstrip("/"), tf.io.gfile.isdir(f"{data_dir.rstrip('/')}/{name}"))
                    for name in tf.io.gfile.listdir(data_dir)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from pipeline import labels
+from components.base import labels
 
 
 def decode_pixels(data: tf.Tensor) -> tf.Tensor:

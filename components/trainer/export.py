@@ -9,8 +9,8 @@ from typing import Any
 import tensorflow as tf
 import tf_keras
 
+from components.base import labels
 from components.trainer import data
-from pipeline import labels
 
 SERVING_SIGNATURE = "serving_default"  # serialized tf.Examples with image_raw -> probabilities
 IMAGES_SIGNATURE = "predict_images"  # raw encoded image bytes -> one probability per named label
@@ -47,7 +47,7 @@ class _ServingModule(tf.Module):
 
     def add_transform(self, transform_output: str) -> Any:
         """Tracks the Transform graph and returns the ``transform_features`` function to export."""
-        import tensorflow_transform as tft  # noqa: PLC0415 (only exports with a transform need it)
+        import tensorflow_transform as tft  # only exports with a transform need it
 
         output = tft.TFTransformOutput(transform_output)
         self.tft_layer = output.transform_features_layer()

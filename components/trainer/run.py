@@ -13,9 +13,9 @@ import tensorflow_transform as tft
 import tf_keras
 from tfx.components.trainer.fn_args_utils import FnArgs
 
+from components.base import labels
 from components.trainer import backbones, calibration, decision, export, model, tflite_engine, tflite_export, train
 from components.trainer.data import count_examples, read_examples, with_labels
-from pipeline import labels
 
 logger = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from components.base import labels
 from components.trainer import data
 
 logger = logging.getLogger(__name__)
@@ -105,8 +106,8 @@ def convert(
 
 def add_metadata(content: bytes, metadata: dict) -> bytes:
     """Stores a JSON document in the flatbuffer's metadata (entry METADATA_NAME)."""
-    from tensorflow.lite.python import schema_py_generated as schema  # noqa: PLC0415
-    from tensorflow.lite.tools import flatbuffer_utils  # noqa: PLC0415
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
     buffer = schema.BufferT()
@@ -125,7 +126,7 @@ def read_metadata(content: bytes) -> dict:
     Raises:
       ValueError: the file has no facepipe metadata.
     """
-    from tensorflow.lite.python import schema_py_generated as schema  # noqa: PLC0415
+    from tensorflow.lite.python import schema_py_generated as schema
 
     model = schema.Model.GetRootAsModel(content, 0)
     for i in range(model.MetadataLength()):
@@ -251,8 +252,6 @@ def export_tflite(
 
 def sample_images(dataset: tf.data.Dataset, count: int) -> list[bytes]:
     """The first ``count`` encoded images of a dataset of example batches (file order: deterministic)."""
-    from pipeline import labels  # noqa: PLC0415
-
     images: list[bytes] = []
     for batch in dataset:
         images += [bytes(b) for b in tf.reshape(batch[labels.IMAGE_KEY], [-1]).numpy()]
@@ -282,8 +281,6 @@ def export_from_training_data(
     Returns:
       export_tflite's record, with ``path`` and ``calibration_images``.
     """
-    from pipeline import labels  # noqa: PLC0415
-
     encoded = sample_images(training_batches, CALIBRATION_IMAGES if mode == INT8 else check_count)
     calibration = [data.decode_pixels(b).numpy() for b in encoded] if mode == INT8 else []
     path = f"{serving_model_dir.rstrip('/')}/{TFLITE_FILE}"

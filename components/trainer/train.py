@@ -27,8 +27,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from components.base import labels
 from components.trainer import data
-from pipeline import labels
 
 logger = logging.getLogger(__name__)
 
@@ -671,7 +671,7 @@ def skip_autograph_for_tf_keras() -> None:
     AutoGraph already skips the ``keras`` package but not ``tf_keras``; its code is
     graph-safe, so converting it is wasted work.
     """
-    from tensorflow.python.autograph.core import config as autograph_config  # noqa: PLC0415
+    from tensorflow.python.autograph.core import config as autograph_config
 
     rules = autograph_config.CONVERSION_RULES
     if not any(isinstance(r, autograph_config.DoNotConvert) and r.matches("tf_keras") for r in rules):

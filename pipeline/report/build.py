@@ -18,9 +18,13 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components import eval_table, evaluation, uncertainty
-from components.report import on_device
+from components.anomaly_gate import describe_anomalies
+from components.base import labels
+from components.image_example_gen.ingest import read_quarantine
 from components.trainer import calibration, decision
-from pipeline import labels
+from pipeline import mlmd, run_summary, synthetic_data
+from pipeline import pipeline as pipeline_def
+from pipeline.report import html, model_card, on_device, thumbnails
 
 REPORTS_DIR = "reports"  # <pipeline_root>/reports/<run id>/
 REPORT_JSON, REPORT_HTML, MODEL_CARD = "report.json", "report.html", "model_card.md"
@@ -40,48 +44,9 @@ _VALUE_ORDER = {
 }
 
 
-def run_ids(store: metadata_store.MetadataStore, pipeline_name: str | None = None) -> list[str]:
-    """Pipeline run ids recorded in ML Metadata, oldest first.
-
-    Args:
-      store: the ML Metadata store.
-      pipeline_name: only runs of this pipeline (None: all).
-
-    Returns:
-      Run ids (names of pipeline_run contexts) that have at least one execution.
-    """
-    contexts = store.get_contexts_by_type("pipeline_run")
-    if pipeline_name is None:
-        chosen = [c for c in contexts if store.get_executions_by_context(c.id)]
-    else:
-        pipeline_ctx = store.get_context_by_type_and_name("pipeline", pipeline_name)
-        if pipeline_ctx is None:
-            return []
-        ids = {e.id for e in store.get_executions_by_context(pipeline_ctx.id)}
-        chosen = [c for c in contexts if any(e.id in ids for e in store.get_executions_by_context(c.id))]
-    return [c.name for c in sorted(chosen, key=lambda c: (c.create_time_since_epoch, c.id))]
-
-
-def execution_property(store: metadata_store.MetadataStore, run_id: str, node_id: str, name: str) -> Any:
-    """A property of one node's execution in a run (None when absent)."""
-    context = store.get_context_by_type_and_name("pipeline_run", run_id)
-    if context is None:
-        return None
-    for execution in store.get_executions_by_context(context.id):
-        nodes = [c.name for c in store.get_contexts_by_execution(execution.id)]
-        if any(n.endswith(f".{node_id}") for n in nodes):
-            for props in (execution.custom_properties, execution.properties):
-                if name in props:
-                    value = props[name]
-                    return getattr(value, value.WhichOneof("value"))
-    return None
-
-
 def _split_names(artifact: metadata_store_pb2.Artifact) -> list[str]:
-    for props in (artifact.properties, artifact.custom_properties):
-        if "split_names" in props:
-            return list(json.loads(props["split_names"].string_value))
-    return []
+    value = mlmd.property_value(artifact, "split_names")
+    return list(json.loads(value)) if value else []
 
 
 def label_frequencies(examples_uri: str, split_names: list[str]) -> dict[str, dict[str, Any]]:
@@ -94,7 +59,7 @@ def label_frequencies(examples_uri: str, split_names: list[str]) -> dict[str, di
     Returns:
       split -> {examples, label_positives: {label: n}, groups: {gender|race|age: {group: n}}}.
     """
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     spec = {key: tf.io.FixedLenFeature([], tf.int64) for key in labels.RAW_LABEL_KEYS}
     out: dict[str, dict[str, Any]] = {}
@@ -190,7 +155,7 @@ def curves(evaluation_uri: str, label_names: tuple[str, ...]) -> dict[str, Any]:
       "co_prediction": {"threshold", "rates": [[rate label i examples predicted j]]}} for the
       candidate (and the baseline's curves under model "baseline").
     """
-    import tensorflow_model_analysis as tfma  # noqa: PLC0415
+    import tensorflow_model_analysis as tfma
 
     per_label: dict[str, dict[str, dict[str, list[list[float]]]]] = {}
     co_prediction: dict[str, Any] = {}
@@ -244,7 +209,7 @@ def curves(evaluation_uri: str, label_names: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _model_info(model_uri: str | None) -> dict[str, Any]:
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     info: dict[str, Any] = {"uri": model_uri}
     if model_uri:
@@ -261,8 +226,6 @@ def is_synthetic_data(data_dir: str | None) -> bool | None:
     Returns:
       True / False for a local folder; None when unknown (no folder, or a remote one).
     """
-    from pipeline import synthetic_data  # noqa: PLC0415
-
     if not data_dir or "://" in data_dir or not os.path.isdir(data_dir):
         return None
     folder = os.path.abspath(data_dir).rstrip(os.sep)
@@ -374,14 +337,10 @@ def build_report(store: metadata_store.MetadataStore, run_id: str, images: bool 
     Raises:
       ValueError: the store has no such run.
     """
-    # Imported here, not at the top: they load TFX (~15 s), which listing runs does not need.
-    from pipeline import pipeline as pipeline_def  # noqa: PLC0415
-    from pipeline.run_summary import component_runs, summarize  # noqa: PLC0415
-
     if store.get_context_by_type_and_name("pipeline_run", run_id) is None:
         raise ValueError(f"no pipeline run {run_id!r} in ML Metadata")
-    runs = component_runs(store, run_id)
-    summary = summarize(store, run_id)
+    runs = run_summary.component_runs(store, run_id)
+    summary = run_summary.summarize(store, run_id)
     states = {node: run.state for node, run in runs.items()}
 
     gates_record = None
@@ -428,15 +387,13 @@ def build_report(store: metadata_store.MetadataStore, run_id: str, images: bool 
         report_eval["eval_examples"] = None if table is None else len(table)
         report_eval["decision"] = decision_summary(model, table, label_names)
         if table is not None:
-            from components.report import thumbnails  # noqa: PLC0415  (PIL; only when there are rows)
-
             report_eval["errors"] = thumbnails.error_gallery(
                 table, {n: e["threshold"] for n, e in report_eval["decision"]["per_label"].items()},
                 examples_uri, images=images,
             )
 
     data: dict[str, Any] = {
-        "data_dir": execution_property(store, run_id, pipeline_def.EXAMPLE_GEN, "input_base"),
+        "data_dir": mlmd.execution_property(store, run_id, pipeline_def.EXAMPLE_GEN, "input_base"),
         "files_found": summary.get("files_found"),
         "spans": summary.get("spans"),
         "splits": {},
@@ -447,14 +404,10 @@ def build_report(store: metadata_store.MetadataStore, run_id: str, images: bool 
     }
     data["synthetic"] = is_synthetic_data(data["data_dir"])
     if gen and gen.outputs.get("examples"):
-        from components.image_example_gen.ingest import read_quarantine  # noqa: PLC0415
-
         examples = gen.outputs["examples"][0]
         data["splits"] = label_frequencies(examples.uri, _split_names(examples))
         data["quarantined"]["files"] = read_quarantine(examples.uri)[:MAX_LISTED_QUARANTINE]
     if (validator := runs.get(pipeline_def.EXAMPLE_VALIDATOR)) and validator.outputs.get("anomalies"):
-        from components.anomaly_gate import describe_anomalies  # noqa: PLC0415
-
         anomalies = validator.outputs["anomalies"][0]
         data["anomalies"] = describe_anomalies(anomalies.uri, _split_names(anomalies))
 
@@ -501,8 +454,6 @@ def write_report(report: dict[str, Any], out_dir: str) -> dict[str, str]:
     Returns:
       {"json": path, "html": path, "model_card": path}.
     """
-    from components.report import html, model_card  # noqa: PLC0415
-
     os.makedirs(out_dir, exist_ok=True)
     paths = {
         "json": os.path.join(out_dir, REPORT_JSON),
@@ -519,26 +470,12 @@ def write_report(report: dict[str, Any], out_dir: str) -> dict[str, str]:
     return paths
 
 
-def open_store(metadata_path: str) -> metadata_store.MetadataStore:
-    """Opens a SQLite ML Metadata store read-only.
-
-    Raises:
-      ValueError: there is no such file.
-    """
-    if not os.path.exists(metadata_path):
-        raise ValueError(f"no ML Metadata store at {metadata_path}")
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = metadata_path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return metadata_store.MetadataStore(config)
-
-
-def generate_report(metadata_path: str, pipeline_root: str, run_id: str | None = None,
+def generate_report(store: metadata_store.MetadataStore, pipeline_root: str, run_id: str | None = None,
                     pipeline_name: str | None = None, images: bool = True) -> dict[str, str]:
-    """Builds and writes the report of one run (the latest by default) from a SQLite ML Metadata store.
+    """Builds and writes the report of one run (the latest by default).
 
     Args:
-      metadata_path: the SQLite ML Metadata file.
+      store: the ML Metadata store (pipeline.mlmd.open_readonly).
       pipeline_root: the pipeline root; files go to <pipeline_root>/reports/<run id>/.
       run_id: the run; None for the latest run (of pipeline_name, when given).
       pipeline_name: restricts "latest" to this pipeline.
@@ -548,13 +485,13 @@ def generate_report(metadata_path: str, pipeline_root: str, run_id: str | None =
       The written paths (see write_report) plus "run_id".
 
     Raises:
-      ValueError: no such store or run.
+      ValueError: no such run.
     """
-    store = open_store(metadata_path)
     if run_id is None:
-        found = run_ids(store, pipeline_name)
+        found = mlmd.run_ids(store, pipeline_name)
         if not found:
-            raise ValueError(f"no pipeline runs recorded in {metadata_path}")
+            raise ValueError("no pipeline runs recorded in ML Metadata"
+                             + (f" for pipeline {pipeline_name!r}" if pipeline_name else ""))
         run_id = found[-1]
     paths = write_report(build_report(store, run_id, images=images), report_dir(pipeline_root, run_id))
     return {**paths, "run_id": run_id}

@@ -60,7 +60,7 @@ def render_model_card(report: dict[str, Any]) -> str:
     """Renders the model card.
 
     Args:
-      report: from components.report.build.build_report.
+      report: from pipeline.report.build.build_report.
 
     Returns:
       Markdown text: model details, intended use, data, labels, metrics (overall and per slice),
@@ -83,7 +83,7 @@ def render_model_card(report: dict[str, Any]) -> str:
     lines.append(f"- Compared with: {_code(verdict['baseline_model'] or 'no baseline')}"
                  + (f" ({_text(verdict['baseline_note'])})" if verdict.get("baseline_note") else ""))
     lines.append(f"- Report generated {report['generated_at']}; regenerate with "
-                 f"`python -m components.report --pipeline-root <pipeline root> --run-id {run_id}`.")
+                 f"`python -m pipeline.report --pipeline-root <pipeline root> --run-id {run_id}`.")
     lines.append("")
 
     lines += ["## Intended use", ""]

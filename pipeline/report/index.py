@@ -1,6 +1,6 @@
 """The history of runs: <pipeline root>/reports/index.html, one row per run and a trend plot.
 
-Every local run updates it, failed and refused runs included; ``python -m components.report
+Every local run updates it, failed and refused runs included; ``python -m pipeline.report
 --index`` rebuilds it from ML Metadata. Each row: date, data folder and span, example count,
 macro AUC with its 95% interval, the verdict and the gate (or component) that failed, the
 pushed version and a link to the run's report. Above the table an inline SVG plots macro AUC
@@ -22,7 +22,10 @@ from typing import Any
 from ml_metadata.metadata_store import metadata_store
 
 from components import evaluation
-from components.report import build
+from pipeline import mlmd, run_summary
+from pipeline import pipeline as pipeline_def
+from pipeline.report import build
+from pipeline.report.html import CSS
 
 INDEX_HTML = "index.html"
 ENTRY_JSON = "index_entry.json"
@@ -49,9 +52,6 @@ def run_entry(store: metadata_store.MetadataStore, run_id: str, pipeline_root: s
       macro_auc, macro_auc_interval, label_auc, status, headline, failed_gates, failed_components,
       error, pushed_version, pushed_model, report (path relative to reports/, or None).
     """
-    from pipeline import pipeline as pipeline_def  # noqa: PLC0415  (TFX: only where rows are computed)
-    from pipeline.run_summary import component_runs, summarize  # noqa: PLC0415
-
     context = store.get_context_by_type_and_name("pipeline_run", run_id)
     entry: dict[str, Any] = {
         "run_id": run_id, "started": None, "data_dir": None, "spans": None, "examples": None, "eval_examples": None,
@@ -68,8 +68,8 @@ def run_entry(store: metadata_store.MetadataStore, run_id: str, pipeline_root: s
     entry["started"] = datetime.datetime.fromtimestamp(
         context.create_time_since_epoch / 1000, datetime.timezone.utc
     ).isoformat(timespec="seconds")
-    runs = component_runs(store, run_id)
-    summary = summarize(store, run_id)
+    runs = run_summary.component_runs(store, run_id)
+    summary = run_summary.summarize(store, run_id)
     states = {node: run.state for node, run in runs.items()}
     gates_record = None
     if (gate := runs.get(pipeline_def.EVALUATION_GATE)) and gate.outputs.get("blessing"):
@@ -78,7 +78,7 @@ def run_entry(store: metadata_store.MetadataStore, run_id: str, pipeline_root: s
     intervals = (gates_record or {}).get("uncertainty") or {}
     pushed = summary.get("pushed_model")
     entry.update(
-        data_dir=build.execution_property(store, run_id, pipeline_def.EXAMPLE_GEN, "input_base"),
+        data_dir=mlmd.execution_property(store, run_id, pipeline_def.EXAMPLE_GEN, "input_base"),
         spans=summary.get("spans"),
         examples=summary.get("ingested"),
         eval_examples=(summary.get("ingested_by_split") or {}).get("eval"),
@@ -123,7 +123,7 @@ def collect_entries(store: metadata_store.MetadataStore, pipeline_root: str, pip
       that failed before any component ran) are included.
     """
     fresh = dict(fresh or {})
-    ids = build.run_ids(store, pipeline_name)
+    ids = mlmd.run_ids(store, pipeline_name)
     entries = {}
     for run_id in ids:
         if run_id in fresh:
@@ -238,8 +238,6 @@ def _verdict_cell(entry: dict[str, Any]) -> str:
 
 def render_index(entries: list[dict[str, Any]], pipeline_root: str) -> str:
     """The index page (newest run first; the plot oldest first), self-contained like the reports."""
-    from components.report.html import CSS  # noqa: PLC0415
-
     label_names: list[str] = []
     for entry in entries:
         for name in entry.get("label_auc") or {}:
@@ -277,7 +275,7 @@ def render_index(entries: list[dict[str, Any]], pipeline_root: str) -> str:
         "<h2>AUC over the runs (eval split)</h2>"
         + (trend_svg(entries, label_names) if entries else "<p class='note'>No runs yet.</p>")
         + "<h2>Runs, newest first</h2>" + table
-        + "<p class='note'>Rebuild from ML Metadata with <code>python -m components.report --pipeline-root "
+        + "<p class='note'>Rebuild from ML Metadata with <code>python -m pipeline.report --pipeline-root "
         "&lt;pipeline root&gt; --index</code>.</p></main></body></html>\n"
     )
 

@@ -2,7 +2,8 @@
 
 This is the only module that knows how labels are named and derived. Everything
 else (Transform, Trainer, Evaluator, reports, runners) imports from here, so a
-label is never referred to by a bare class id.
+label is never referred to by a bare class id. It lies in the base layer
+(components.base) and imports nothing of ours, so every layer may import it.
 
 UTKFace names files ``[age]_[gender]_[race]_[date&time].jpg.chip.jpg`` where
 age is 0-116, gender 0 (male) / 1 (female), race 0-4 (White, Black, Asian,

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from components.base import labels
 from components.eval_table import CANDIDATE, EvalTable
 
 PER_KIND = 6  # false positives and false negatives shown per label
@@ -79,9 +80,7 @@ def read_images(examples_uri: str, split: str, ids: Collection[str]) -> dict[str
     Returns:
       file name -> encoded image bytes (names not found are absent).
     """
-    import tensorflow as tf  # noqa: PLC0415
-
-    from pipeline import labels  # noqa: PLC0415
+    import tensorflow as tf
 
     wanted = set(ids)
     found: dict[str, bytes] = {}
@@ -101,7 +100,7 @@ def read_images(examples_uri: str, split: str, ids: Collection[str]) -> dict[str
 
 def thumbnail_data_uri(image: bytes, size: int = THUMBNAIL_PX) -> str | None:
     """A JPEG thumbnail (longest side ``size``) as a ``data:`` URI; None when the bytes do not decode."""
-    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(image)) as img:

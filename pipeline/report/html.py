@@ -1,4 +1,4 @@
-"""Renders a report dict (components.report.build) as one self-contained HTML page.
+"""Renders a report dict (pipeline.report.build) as one self-contained HTML page.
 
 No network and no JavaScript: CSS is inline, plots are inline SVG drawn with matplotlib
 (no pyplot, no GUI backend), thumbnails are ``data:`` URIs, and long lists fold into
@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from components import evaluation
-from components.report import on_device
+from pipeline.report import on_device
 
 TABLE_METRICS: tuple[tuple[str, str], ...] = (
     ("auc", "AUC"),
@@ -146,7 +146,7 @@ def _svg(fig: Any, prefix: str) -> str:
 
     Several SVGs share one HTML document, so their ids (clip paths, markers) must not collide.
     """
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     buffer = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "facepipe"}):
@@ -165,7 +165,7 @@ def _svg(fig: Any, prefix: str) -> str:
 def _small_multiples(
     label_names: Sequence[str], draw: Any, xlabel: str, ylabel: str, title: str, prefix: str
 ) -> str:
-    from matplotlib.figure import Figure  # noqa: PLC0415  (no pyplot: no GUI backend, no global state)
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
     cols = min(5, max(1, len(label_names)))
     rows = (len(label_names) + cols - 1) // cols
@@ -655,7 +655,7 @@ def render_html(report: dict[str, Any]) -> str:
     """Renders the whole page.
 
     Args:
-      report: from components.report.build.build_report (or the same structure).
+      report: from pipeline.report.build.build_report (or the same structure).
 
     Returns:
       The HTML document as a string.
@@ -685,7 +685,7 @@ def render_html(report: dict[str, Any]) -> str:
         sections.append("<p class='note'>No evaluation: the Evaluator did not complete in this run.</p>")
     sections += ["<h2 id='data'>Data</h2>", _data_section(report)]
     sections.append(
-        "<p class='note'>Regenerate with <code>python -m components.report --pipeline-root &lt;pipeline root&gt; "
+        "<p class='note'>Regenerate with <code>python -m pipeline.report --pipeline-root &lt;pipeline root&gt; "
         f"--run-id {_e(run_id)}</code>; the same numbers are in report.json beside this file.</p>"
     )
     return (

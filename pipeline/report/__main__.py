@@ -1,9 +1,9 @@
 """Regenerates the evaluation report of a past run, and the index of runs, from ML Metadata.
 
-    python -m components.report --pipeline-root outputs/pipeline_root            # latest run (+ index)
-    python -m components.report --pipeline-root outputs/pipeline_root --run-id ID
-    python -m components.report --pipeline-root outputs/pipeline_root --index    # only reports/index.html
-    python -m components.report --pipeline-root outputs/pipeline_root --list     # recorded runs
+    python -m pipeline.report --pipeline-root outputs/pipeline_root            # latest run (+ index)
+    python -m pipeline.report --pipeline-root outputs/pipeline_root --run-id ID
+    python -m pipeline.report --pipeline-root outputs/pipeline_root --index    # only reports/index.html
+    python -m pipeline.report --pipeline-root outputs/pipeline_root --list     # recorded runs
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
       0 on success, 2 when the store or run does not exist.
     """
     parser = argparse.ArgumentParser(
-        prog="python -m components.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m pipeline.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--pipeline-root", required=True, help="the pipeline root of the runs (holds metadata.sqlite)")
     parser.add_argument(
@@ -43,22 +43,20 @@ def main(argv: list[str] | None = None) -> int:
     pipeline_root = os.path.abspath(args.pipeline_root)
     metadata_path = args.metadata_path or os.path.join(pipeline_root, "metadata.sqlite")
 
-    from components.report import build  # noqa: PLC0415  (imports TFMA: seconds)
+    from pipeline import mlmd  # here, not at the top: --help needs none of it
 
     try:
-        if args.list or args.index:
-            store = build.open_store(metadata_path)
-            if args.list:
-                for run_id in build.run_ids(store, args.pipeline_name):
-                    print(run_id)
-                return 0
-        paths = {} if args.index else build.generate_report(
-            metadata_path, pipeline_root, args.run_id, args.pipeline_name, images=not args.no_images
-        )
-        from components.report import index  # noqa: PLC0415
+        store = mlmd.open_readonly(metadata_path)
+        if args.list:
+            for run_id in mlmd.run_ids(store, args.pipeline_name):
+                print(run_id)
+            return 0
+        from pipeline.report import build, index  # TFX and TFMA (seconds): neither --help nor --list needs them
 
-        index_path = index.write_index(build.open_store(metadata_path), pipeline_root, args.pipeline_name,
-                                       rebuild=args.index)
+        paths = {} if args.index else build.generate_report(
+            store, pipeline_root, args.run_id, args.pipeline_name, images=not args.no_images
+        )
+        index_path = index.write_index(store, pipeline_root, args.pipeline_name, rebuild=args.index)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

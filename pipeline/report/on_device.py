@@ -23,7 +23,7 @@ def collect(
       gates_record: EvaluationGate's record (holds the tflite_auc gate), or None.
       results: the Evaluator's results (the SavedModel's AUCs), or None.
     """
-    from components import tflite_scoring  # noqa: PLC0415 (TensorFlow: the HTML renders without it)
+    from components import tflite_scoring  # TensorFlow: the HTML renders without it
 
     record = tflite_scoring.read_record(tflite_evaluation_uri) if tflite_evaluation_uri else None
     if record is None:
