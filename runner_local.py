@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --wait-for-lock must be >= 0 seconds", file=sys.stderr)
         return 2
     if data_dir is None:
-        from pipeline import synthetic_data
+        from components import synthetic_data
 
         _, generated = synthetic_data.ensure_default_dataset(DEFAULT_DATA_DIR, synthetic_data.SyntheticSpec())
         what = "Generated" if generated else "Using"

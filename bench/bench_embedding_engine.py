@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not os.path.isdir(args.data_dir):
         sys.path.insert(0, REPO_ROOT)
-        from pipeline import synthetic_data
+        from components import synthetic_data
 
         synthetic_data.ensure_default_dataset(args.data_dir, synthetic_data.SyntheticSpec(num_images=2400, seed=2024))
     os.makedirs(args.out, exist_ok=True)

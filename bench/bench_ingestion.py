@@ -70,7 +70,7 @@ class PeakSampler:
 
 def ensure_images(work_dir: Path, num_images: int, seed: int, workers: int) -> Path:
     """Generates the synthetic folder for one size unless it is already complete; returns it."""
-    from pipeline import synthetic_data
+    from components import synthetic_data
 
     folder = work_dir / f"images-{num_images}-seed{seed}"
     started = time.perf_counter()

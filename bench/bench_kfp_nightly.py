@@ -30,7 +30,8 @@ sys.path.insert(0, REPO)
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the measurement; returns the exit status."""
-    from pipeline import kubeflow, synthetic_data
+    from components import synthetic_data
+    from pipeline import kubeflow
     from pipeline.config import PipelineConfig
     from tests import kfp_emulator
 

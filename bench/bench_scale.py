@@ -141,7 +141,7 @@ def component_table(result: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 def ensure_data(work_dir: str, n: int) -> tuple[str, dict[str, Any]]:
     """Generates (once) n synthetic images under work_dir; returns the folder and how it was made."""
-    from pipeline import synthetic_data
+    from components import synthetic_data
 
     data_dir = os.path.join(work_dir, f"data_{n}")
     info_path = os.path.join(work_dir, f"data_{n}.generation.json")

@@ -271,7 +271,7 @@ def parent(args: argparse.Namespace) -> int:
     """Generates data, runs every phase for every image count, writes and prints the report."""
     sys.path.insert(0, REPO_ROOT)
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    from pipeline import synthetic_data
+    from components import synthetic_data
 
     os.makedirs(args.out, exist_ok=True)
     report_path = os.path.join(args.out, "bench_trainer.json")

@@ -4,7 +4,7 @@ Usage (from the repository root):
 
     python data/generate.py --out data/utkface_synth --num-images 1500 --seed 0
 
-A thin wrapper around pipeline.synthetic_data.main; see data/README.md.
+A thin wrapper around components.synthetic_data.main; see data/README.md.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 try:
-    from pipeline import synthetic_data
+    from components import synthetic_data
 except ImportError:  # run as a script from a checkout: put the repository root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from pipeline import synthetic_data
+    from components import synthetic_data
 
 if __name__ == "__main__":
     sys.exit(synthetic_data.main())

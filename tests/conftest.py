@@ -31,7 +31,7 @@ def e2e_runs(tmp_path_factory):
     from ml_metadata.metadata_store import metadata_store
     from tfx import v1 as tfx
 
-    from pipeline import synthetic_data
+    from components import synthetic_data
     from pipeline.config import PipelineConfig
     from pipeline.local_run import run_local
 

@@ -14,9 +14,9 @@ import pytest
 import tensorflow as tf
 from ml_metadata.proto import metadata_store_pb2
 
+from components import synthetic_data
 from components.base import labels
 from pipeline import pipeline as pipeline_def
-from pipeline import synthetic_data
 from pipeline.local_run import SUMMARY_FILE, run_local
 from pipeline.run_summary import component_runs
 from tests.conftest import E2E_NUM_IMAGES

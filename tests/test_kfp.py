@@ -928,7 +928,7 @@ def test_example_gen_container_runs_on_a_tiny_image_folder(compiled, tmp_path):
     """The executor step as open-source KFP runs it (no driver step): data_root given at run time."""
     import tensorflow as tf
 
-    from pipeline import synthetic_data
+    from components import synthetic_data
 
     spec, _ = compiled["flat"]
     data = tmp_path / "faces"
@@ -959,7 +959,7 @@ def test_example_gen_container_runs_on_a_tiny_image_folder(compiled, tmp_path):
 @pytest.mark.slow
 def test_example_gen_step_resolves_the_span_given_at_run_time(compiled, tmp_path):
     """No driver step on open-source KFP: the executor itself reads the span that range_config names."""
-    from pipeline import synthetic_data
+    from components import synthetic_data
 
     spec, _ = compiled["spans"]
     data = tmp_path / "faces"

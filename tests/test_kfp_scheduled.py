@@ -20,7 +20,8 @@ import time
 
 import pytest
 
-from pipeline import kubeflow, synthetic_data
+from components import synthetic_data
+from pipeline import kubeflow
 from pipeline import pipeline as pipeline_def
 from pipeline.config import PipelineConfig
 from tests import kfp_emulator

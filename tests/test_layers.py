@@ -97,6 +97,21 @@ def test_the_base_imports_nothing_of_ours_outside_it():
                     assert module_layer(module) in (None, BASE), f"{path.relative_to(REPO)}:{node.lineno}: {module}"
 
 
+def test_the_synthetic_data_generator_needs_only_the_base():
+    """components.synthetic_data is imported by the report and the runners and run by data/generate.py:
+    it stays a library of drawing and files, with nothing of ours but components.base beneath it."""
+    package = REPO / "components" / "synthetic_data"
+    for path in sorted(package.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                for module in imported_modules(node, module_name(path)):
+                    if module_layer(module) is not None:
+                        assert module.startswith(("components.base", "components.synthetic_data")), (
+                            f"{path.relative_to(REPO)}:{node.lineno}: {module}"
+                        )
+
+
 # --- the check itself can fail ---------------------------------------------------------------------
 
 PLANTED = """\

@@ -316,7 +316,7 @@ def python_without_beam(tmp_path_factory) -> str:
 @pytest.mark.slow
 @pytest.mark.portable
 def test_a_pool_whose_python_lacks_beam_fails_the_run_in_bounded_time(python_without_beam, tmp_path):
-    from pipeline import synthetic_data
+    from components import synthetic_data
 
     data = tmp_path / "data"
     synthetic_data.generate(data, synthetic_data.SyntheticSpec(num_images=5, seed=3))

@@ -156,7 +156,7 @@ def test_command_line(serving, images, tmp_path, capsys):
 
 @pytest.mark.e2e
 def test_pipeline_pushed_model_predicts_a_folder(e2e_runs, tmp_path):
-    from pipeline import synthetic_data
+    from components import synthetic_data
 
     config, _, first, _, _ = e2e_runs
     folder = tmp_path / "faces"

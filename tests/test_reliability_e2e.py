@@ -13,10 +13,10 @@ import pytest
 from ml_metadata.metadata_store import metadata_store
 from tfx import v1 as tfx
 
+from components import synthetic_data
 from components.base import labels
 from components.trainer import train
 from pipeline import pipeline as pipeline_def
-from pipeline import synthetic_data
 from pipeline.config import PipelineConfig
 from pipeline.local_run import run_local
 from pipeline.run_summary import component_runs

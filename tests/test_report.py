@@ -254,3 +254,18 @@ def test_model_card_shows_paths_and_anomalies_as_text_not_markdown():
     assert folder_line.startswith(f"- Data folder: `` {shown} `` ")  # a code span no backtick inside can end
     anomaly_line = next(line for line in card.splitlines() if line.startswith("- Schema anomalies:"))
     assert "\\[x\\]\\(https://example.com\\)" in anomaly_line and "\\<b\\>" in anomaly_line
+
+
+def test_the_report_finds_the_synthetic_data_marker_where_the_generator_writes_it(tmp_path, monkeypatch):
+    from components import synthetic_data
+    from pipeline.report import build
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    assert build.is_synthetic_data(str(folder)) is False
+    synthetic_data.marker_path(folder).write_text("{}")
+    assert build.is_synthetic_data(str(folder)) is True
+    assert build.is_synthetic_data(str(folder) + os.sep) is True
+    monkeypatch.chdir(folder)
+    assert build.is_synthetic_data(".") is True  # a relative path names the same folder
+    assert build.is_synthetic_data("gs://bucket/faces") is None and build.is_synthetic_data(None) is None

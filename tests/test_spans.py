@@ -10,11 +10,12 @@ from ml_metadata.metadata_store import metadata_store
 from tfx import v1 as tfx
 from tfx.components.example_gen import utils
 
+from components import synthetic_data
 from components.base import labels
 from components.drift import LabelDriftCheck, LabelDriftReport, read_report
 from components.image_example_gen import executor, ingest, spans
 from components.image_example_gen.component import ImageExampleGen, span_input_config
-from pipeline import cli, synthetic_data
+from pipeline import cli
 from pipeline.config import PipelineConfig
 from tests.test_ingest_bad_files import _image, _name
 

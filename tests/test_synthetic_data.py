@@ -1,4 +1,4 @@
-"""Tests for pipeline/synthetic_data.py (the deterministic UTKFace stand-in)."""
+"""Tests for components/synthetic_data/ (the deterministic UTKFace stand-in)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from components import synthetic_data as sd
 from components.base import labels
-from pipeline import synthetic_data as sd
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,9 +16,9 @@ import os
 
 import pytest
 
+from components import synthetic_data
 from components.base import labels
 from components.trainer import tflite_export
-from pipeline import synthetic_data
 from pipeline.config import PipelineConfig
 from pipeline.local_run import run_local
 from tests.conftest import E2E_NUM_IMAGES

@@ -17,9 +17,8 @@ from tfx.components.example_validator import executor as validator_executor
 from tfx.components.statistics_gen import executor as stats_executor
 from tfx.types import artifact_utils, standard_artifacts
 
-from components import anomaly_gate, drift
+from components import anomaly_gate, drift, synthetic_data
 from components.base import labels
-from pipeline import synthetic_data
 from pipeline.config import DEFAULT_SCHEMA_PATH, PipelineConfig
 from pipeline.local_run import run_local
 from tests.test_ingest_bad_files import run_executor

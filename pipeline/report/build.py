@@ -17,12 +17,12 @@ from typing import Any
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from components import eval_table, evaluation, uncertainty
+from components import eval_table, evaluation, synthetic_data, uncertainty
 from components.anomaly_gate import describe_anomalies
 from components.base import labels
 from components.image_example_gen.ingest import read_quarantine
 from components.trainer import calibration, decision
-from pipeline import mlmd, run_summary, synthetic_data
+from pipeline import mlmd, run_summary
 from pipeline import pipeline as pipeline_def
 from pipeline.report import html, model_card, on_device, thumbnails
 
@@ -228,9 +228,7 @@ def is_synthetic_data(data_dir: str | None) -> bool | None:
     """
     if not data_dir or "://" in data_dir or not os.path.isdir(data_dir):
         return None
-    folder = os.path.abspath(data_dir).rstrip(os.sep)
-    marker = os.path.join(os.path.dirname(folder), f".{os.path.basename(folder)}{synthetic_data.MARKER_SUFFIX}")
-    return os.path.exists(marker)
+    return synthetic_data.marker_path(os.path.abspath(data_dir)).exists()
 
 
 def decision_summary(model: dict[str, Any], table: eval_table.EvalTable | None,
