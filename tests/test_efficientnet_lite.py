@@ -1,4 +1,5 @@
-"""Tests for components/trainer/efficientnet_lite.py (restricted torch reader + tf_keras EfficientNet-Lite0)."""
+"""Tests for components/trainer/torch_checkpoint.py (restricted torch reader) and
+components/trainer/efficientnet_lite.py (tf_keras EfficientNet-Lite0)."""
 
 import os
 
@@ -16,6 +17,7 @@ import pytest
 from PIL import Image
 
 from components.trainer import efficientnet_lite as effnet
+from components.trainer import torch_checkpoint as ckpt
 
 MILITARY_UNIFORM = 652
 
@@ -99,7 +101,7 @@ def _dumps_legacy(obj) -> bytes:
 
 @pytest.fixture(scope="module")
 def state_dict():
-    return effnet.read_legacy_torch_state_dict(effnet.bundled_weights_path())
+    return ckpt.read_legacy_torch_state_dict(effnet.bundled_weights_path())
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +153,7 @@ def test_reader_handles_views_offsets_and_int64(tmp_path):
     path = tmp_path / "views.pth"
     _write_legacy(path, _dumps_legacy(state), [floats, longs])
 
-    out = effnet.read_legacy_torch_state_dict(path)
+    out = ckpt.read_legacy_torch_state_dict(path)
     assert list(out) == list(state)
     np.testing.assert_array_equal(out["contiguous"], base[:6].reshape(2, 3))
     np.testing.assert_array_equal(out["transposed"], base[:6].reshape(2, 3).T)
@@ -167,7 +169,7 @@ def test_reader_rejects_out_of_bounds_view(tmp_path):
     path = tmp_path / "oob.pth"
     _write_legacy(path, _dumps_legacy({"w": _FakeTensor(floats, 2, (3,), (1,))}), [floats])
     with pytest.raises(ValueError, match="exceeds its storage"):
-        effnet.read_legacy_torch_state_dict(path)
+        ckpt.read_legacy_torch_state_dict(path)
 
 
 def _crafted(tmp_path, tensor: "_FakeTensor", storage: "_FakeStorage"):
@@ -196,20 +198,20 @@ def test_crafted_tensor_geometry_is_refused_with_value_error(tmp_path, size, str
     floats = _FakeStorage("s0", "FloatStorage", np.ones(1000 if size[0] == 1000 else 2, np.float32))
     path = _crafted(tmp_path, _FakeTensor(floats, 0, size, stride, build_state), floats)
     with pytest.raises(ValueError):
-        effnet.read_legacy_torch_state_dict(path)
+        ckpt.read_legacy_torch_state_dict(path)
 
 
 def test_storage_claiming_more_elements_than_the_file_holds_is_a_value_error(tmp_path):
     huge = _FakeStorage("s0", "FloatStorage", np.ones(4, np.float32), claimed_numel=2**40)
     path = _crafted(tmp_path, _FakeTensor(huge, 0, (4,), (1,)), huge)
     with pytest.raises(ValueError, match="claims 1099511627776 elements"):  # not MemoryError
-        effnet.read_legacy_torch_state_dict(path)
+        ckpt.read_legacy_torch_state_dict(path)
 
 
 def test_size_one_dimensions_may_have_any_stride(tmp_path):
     floats = _FakeStorage("s0", "FloatStorage", np.arange(6, dtype=np.float32))
     path = _crafted(tmp_path, _FakeTensor(floats, 0, (1, 2, 3), (2**62, 3, 1)), floats)
-    np.testing.assert_array_equal(effnet.read_legacy_torch_state_dict(path)["w"], np.arange(6).reshape(1, 2, 3))
+    np.testing.assert_array_equal(ckpt.read_legacy_torch_state_dict(path)["w"], np.arange(6).reshape(1, 2, 3))
 
 
 class _RunsShell:
@@ -242,7 +244,7 @@ def test_malicious_pickle_is_refused(tmp_path, payload_kind):
     with pytest.raises(
         pickle.UnpicklingError, match="refusing to load global '(posix|os|nt|builtins|__builtin__)"
     ):
-        effnet.read_legacy_torch_state_dict(path)
+        ckpt.read_legacy_torch_state_dict(path)
     assert not marker.exists()
 
 
@@ -251,7 +253,7 @@ def test_malicious_header_is_refused(tmp_path):
     path = tmp_path / "evil_header.pth"
     path.write_bytes(pickle.dumps(_RunsShell(f"touch {marker}"), protocol=2))
     with pytest.raises(pickle.UnpicklingError, match="refusing to load global"):
-        effnet.read_legacy_torch_state_dict(path)
+        ckpt.read_legacy_torch_state_dict(path)
     assert not marker.exists()
 
 
@@ -259,15 +261,15 @@ def test_non_torch_files_raise_value_error(tmp_path):
     bad_magic = tmp_path / "bad_magic.pth"
     bad_magic.write_bytes(pickle.dumps(12345, protocol=2))
     with pytest.raises(ValueError, match="magic"):
-        effnet.read_legacy_torch_state_dict(bad_magic)
+        ckpt.read_legacy_torch_state_dict(bad_magic)
     zipped = tmp_path / "zip.pth"
     zipped.write_bytes(b"PK\x03\x04" + b"\0" * 32)
     with pytest.raises(ValueError, match="zip"):
-        effnet.read_legacy_torch_state_dict(zipped)
+        ckpt.read_legacy_torch_state_dict(zipped)
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a pickle at all")
     with pytest.raises((ValueError, pickle.UnpicklingError)):
-        effnet.read_legacy_torch_state_dict(garbage)
+        ckpt.read_legacy_torch_state_dict(garbage)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -335,3 +337,15 @@ def test_invalid_arguments():
         effnet.build_efficientnet_lite0(16, weights=None)
     with pytest.raises(ValueError):
         effnet.build_efficientnet_lite0(64, weights="noisy-student")
+
+
+def test_the_checkpoint_reader_knows_nothing_of_keras():
+    """The reader is split from the architecture: it needs the standard library and numpy only."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(ckpt))
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported <= {"__future__", "collections", "os", "pickle", "struct", "typing", "numpy"}, imported
