@@ -118,12 +118,12 @@ def test_kubeflow_spec_runs_the_tflite_evaluator_before_the_gate(tmp_path):
     """--export-tflite compiles for Kubeflow too: the same graph as locally, TFLiteEvaluator feeding the gate."""
     from pipeline import kubeflow
     from pipeline import pipeline as pipeline_def
-    from tests.test_kfp import IMAGE, _kfp_config, _kfp_graph, _local_graph
+    from tests.kfp_helpers import IMAGE, kfp_config, kfp_graph, local_graph
 
-    config = _kfp_config(export_tflite="int8")
+    config = kfp_config(export_tflite="int8")
     spec = kubeflow.compile_pipeline(config, IMAGE, str(tmp_path / "facepipe.yaml"))
-    kfp_edges, kfp_wiring = _kfp_graph(spec)
-    nodes, edges, wiring = _local_graph(_kfp_config(export_tflite="int8", metadata_path=None))
+    kfp_edges, kfp_wiring = kfp_graph(spec)
+    nodes, edges, wiring = local_graph(kfp_config(export_tflite="int8", metadata_path=None))
     assert pipeline_def.TFLITE_EVALUATOR in spec["root"]["dag"]["tasks"] and set(spec["root"]["dag"]["tasks"]) == nodes
     assert (kfp_edges, kfp_wiring) == (edges, wiring)
     assert (pipeline_def.EVALUATION_GATE, "tflite_evaluation", pipeline_def.TFLITE_EVALUATOR, "evaluation") in wiring
