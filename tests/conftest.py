@@ -1,7 +1,8 @@
 """Test setup: Keras 2 (tf_keras) everywhere, set before TensorFlow is first imported.
 
 Also the tiny end-to-end pipeline run that several e2e test modules share (the pipeline,
-the report built from its real Evaluator output, batch prediction with its pushed model).
+the report built from its real Evaluator output, batch prediction with its pushed model), and the
+small KFP package the client-side Kubeflow tests upload to their fake client.
 """
 
 import os
@@ -59,3 +60,11 @@ def e2e_runs(tmp_path_factory):
         tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
     )
     return config, report, first, second, store
+
+
+@pytest.fixture
+def package(tmp_path):
+    """A small compiled-looking KFP package (tests/kfp_helpers.MINI_SPEC) for the client-side Kubeflow tests."""
+    from tests.kfp_helpers import write_mini_package
+
+    return write_mini_package(tmp_path)

@@ -16,14 +16,7 @@ from tests.kfp_helpers import (
     REPO,
     SECRET,
     FakeKfpClient,
-    write_mini_package,
 )
-
-
-@pytest.fixture
-def package(tmp_path):
-    return write_mini_package(tmp_path)
-
 
 # ---------------------------------------------------------------------------------------------
 # runner_kfp's command line, against the fake client and against an endpoint that does not answer

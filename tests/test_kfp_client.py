@@ -10,14 +10,7 @@ from tests.kfp_helpers import (
     MINI_SPEC,
     SECRET,
     FakeKfpClient,
-    write_mini_package,
 )
-
-
-@pytest.fixture
-def package(tmp_path):
-    return write_mini_package(tmp_path)
-
 
 # ---------------------------------------------------------------------------------------------
 # Pure logic: cron, parameters, tokens

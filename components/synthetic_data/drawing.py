@@ -53,14 +53,7 @@ def render_face_with_parts(
 
 
 def render_face(rng: np.random.Generator, age: int, gender: int, race: int, size: int = 200) -> Image.Image:
-    """Renders one cartoon face whose looks depend on its labels.
-
-    Args:
-      rng: the random generator (consumed).
-      age: age in years.
-      gender: 0 male, 1 female.
-      race: 0-4 (components.base.labels.RACE_NAMES).
-      size: width and height in pixels.
+    """Renders one cartoon face whose looks depend on its labels: render_face_with_parts without the part map.
 
     Returns:
       A size x size RGB PIL image.
