@@ -323,6 +323,7 @@ class _Progress(io.TextIOBase):
 
 def phase_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     """The whole pipeline with LocalDagRunner on a fresh pipeline root."""
+    from components.trainer.config import TrainerConfig
     from pipeline.config import PipelineConfig
     from pipeline.local_run import run_local
 
@@ -333,8 +334,7 @@ def phase_pipeline(args: argparse.Namespace) -> dict[str, Any]:
         serving_dir=os.path.join(root, "serving"),
         metadata_path=os.path.join(root, "pipeline_root", "metadata.sqlite"),
         pipeline_name="facepipe-scale",
-        image_size=args.image_size,
-        epochs=args.epochs,
+        trainer=TrainerConfig(image_size=args.image_size, epochs=args.epochs),
     )
     progress = _Progress()
     start = time.monotonic()
@@ -372,6 +372,7 @@ def phase_head(args: argparse.Namespace) -> dict[str, Any]:
 
     from components.base import labels
     from components.trainer import model, train
+    from components.trainer.config import TrainerConfig
 
     train.skip_autograph_for_tf_keras()
     rng = np.random.default_rng(0)
@@ -384,7 +385,7 @@ def phase_head(args: argparse.Namespace) -> dict[str, Any]:
         embedded = train.Embedded(writer.finish(), y, np.array([f"{i}.jpg" for i in range(n)]))
         held_out = train.validation_mask(embedded.filenames, 10)
         head = model.build_head(dim, len(labels.LABEL_NAMES))
-        params = train.TrainParams(epochs=args.epochs, early_stopping_patience=0)
+        params = TrainerConfig(epochs=args.epochs, early_stopping_patience=0)
         start = time.monotonic()
         history = train.train_head(head, embedded.take(~held_out), embedded.take(held_out), params)
         seconds = time.monotonic() - start

@@ -118,8 +118,8 @@ class GateSettings:
     fairness_min_count: int = 20
     require_significance: bool = False
 
-    def validate(self, label_names: Sequence[str] = labels.LABEL_NAMES) -> None:
-        """Checks ranges and label names.
+    def __post_init__(self) -> None:
+        """Checks the ranges (label names are checked by validate, against a model's labels).
 
         Raises:
           ValueError: with a message naming the bad setting.
@@ -131,14 +131,22 @@ class GateSettings:
         if self.min_label_auc is not None and not 0.0 <= self.min_label_auc <= 1.0:
             raise ValueError(f"min label AUC must be within 0-1, got {self.min_label_auc}")
         for name, floor in self.label_auc_floors:
-            if name not in label_names:
-                raise ValueError(f"AUC floor for unknown label {name!r}; labels are {', '.join(label_names)}")
             if not 0.0 <= floor <= 1.0:
                 raise ValueError(f"AUC floor for {name} must be within 0-1, got {floor}")
         if self.max_fairness_gap is not None and not 0.0 <= self.max_fairness_gap <= 1.0:
             raise ValueError(f"max fairness gap must be within 0-1, got {self.max_fairness_gap}")
         if self.fairness_min_count < 1:
             raise ValueError(f"fairness min count must be >= 1, got {self.fairness_min_count}")
+
+    def validate(self, label_names: Sequence[str] = labels.LABEL_NAMES) -> None:
+        """Checks that every per-label floor names one of ``label_names`` (ranges: on construction).
+
+        Raises:
+          ValueError: with a message naming the bad setting.
+        """
+        for name, _ in self.label_auc_floors:
+            if name not in label_names:
+                raise ValueError(f"AUC floor for unknown label {name!r}; labels are {', '.join(label_names)}")
 
     def label_floor(self, name: str) -> float | None:
         """Returns the AUC floor of one label (None: not gated)."""

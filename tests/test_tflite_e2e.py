@@ -10,6 +10,7 @@ Trainer and everything after it).
 """
 
 import csv
+import dataclasses
 import glob
 import io
 import os
@@ -17,7 +18,9 @@ import os
 import pytest
 
 from components.base import labels
+from components.evaluation import GateSettings
 from components.trainer import tflite_export
+from components.trainer.config import TrainerConfig
 from pipeline import synthetic_data
 from pipeline.config import PipelineConfig
 from pipeline.local_run import run_local
@@ -39,16 +42,15 @@ def tflite_runs(tmp_path_factory):
         pipeline_name="facepipe-tflite",
         train_buckets=1,
         eval_buckets=1,
-        image_size=64,
-        epochs=3,
-        min_macro_auc=0.0,
-        max_auc_regression=1.0,  # the int8 run is compared with the float run's model; not what is tested here
-        embedding_engine="tflite",
-        tflite_cache_dir=str(root / "tflite_cache"),
-        export_tflite="float",
+        trainer=TrainerConfig(
+            image_size=64, epochs=3, embedding_engine="tflite", tflite_cache_dir=str(root / "tflite_cache"),
+            export_tflite="float",
+        ),
+        # the int8 run is compared with the float run's model; not what is tested here
+        gates=GateSettings(min_macro_auc=0.0, max_auc_regression=1.0),
     )
     float_run = run_local(config, out=io.StringIO())
-    int8_config = PipelineConfig(**{**config.__dict__, "export_tflite": "int8"})
+    int8_config = dataclasses.replace(config, trainer=dataclasses.replace(config.trainer, export_tflite="int8"))
     int8_run = run_local(int8_config, out=io.StringIO())
     return config, float_run, int8_run
 

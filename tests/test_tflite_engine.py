@@ -261,8 +261,7 @@ def test_keras_backbones_convert_and_match_tf_with_random_weights(name, tmp_path
 
 
 def test_config_choices_are_the_modules_choices():
-    from components.trainer import tflite_export
-    from pipeline import config
+    from components.trainer import config, tflite_export
 
     assert config.EMBEDDING_ENGINES == tflite_engine.ENGINES
     assert config.TFLITE_EXPORTS == tflite_export.EXPORT_MODES
@@ -283,7 +282,8 @@ def test_tflite_flags_reach_the_trainer_and_add_the_tflite_evaluator(tmp_path):
         return config, {c.id: c for c in pipeline_def.create_pipeline(config).components}
 
     config, components = build([])
-    assert (config.embedding_engine, config.export_tflite, config.max_tflite_auc_drop) == ("auto", "none", 0.01)
+    assert (config.trainer.embedding_engine, config.trainer.export_tflite, config.max_tflite_auc_drop) == (
+        "auto", "none", 0.01)
     assert pipeline_def.TFLITE_EVALUATOR not in components
     config, components = build("--embedding-engine tf --export-tflite int8 --max-tflite-auc-drop 0.005 "
                                "--tflite-cache-dir /c".split())

@@ -11,6 +11,7 @@ from PIL import Image
 
 from components.base import labels
 from components.trainer import backbones, export, model, train
+from components.trainer.config import TrainerConfig
 
 IMAGE_SIZE = 64
 N_LABELS = len(labels.LABEL_NAMES)
@@ -86,7 +87,7 @@ def test_embed_once_then_train_head(parts, dataset):
     assert embedded.embeddings.shape == (len(y), extractor.output_shape[-1])
     np.testing.assert_array_equal(embedded.labels, y)
     before = _weights(backbone)
-    history = train.train_head(head, embedded, None, train.TrainParams(epochs=3, batch_size=8))
+    history = train.train_head(head, embedded, None, TrainerConfig(epochs=3, batch_size=8))
     assert len(history.history["loss"]) == 3
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert not any(k.startswith("auc_") for k in history.history)  # no per-batch AUC on training batches
@@ -161,7 +162,7 @@ def test_cache_gives_the_same_head_training_as_the_uncached_path(parts, dataset)
     head_plain = model.build_head(extractor.output_shape[-1], N_LABELS, hidden_units=8, dropout=0.0)
     head_plain.set_weights(head_cached.get_weights())
     initial = _weights(head_cached)
-    params = train.TrainParams(epochs=3, batch_size=5, learning_rate=1e-2, seed=3, early_stopping_patience=0)
+    params = TrainerConfig(epochs=3, batch_size=5, learning_rate=1e-2, seed=3, early_stopping_patience=0)
 
     cached_history = train.train_head(head_cached, train.embed(extractor, ds, IMAGE_SIZE), None, params)
 
@@ -231,7 +232,7 @@ def test_early_stopping_on_validation_loss_restores_the_best_weights():
     # validation loss rise from the first epoch on.
     flipped = train.Embedded(data.embeddings, 1.0 - data.labels, data.filenames)
     head = model.build_head(16, N_LABELS, hidden_units=8, dropout=0.0)
-    params = train.TrainParams(
+    params = TrainerConfig(
         epochs=20, batch_size=16, learning_rate=3e-2, class_weighting=False, early_stopping_patience=2
     )
     history = train.train_head(head, data, flipped, params)
@@ -260,7 +261,7 @@ def test_embeddings_spill_to_a_memory_mapped_file(parts, dataset, tmp_path):
     assert subset.embeddings is spilled.embeddings  # a view by row index, not an in-memory copy
     np.testing.assert_allclose(subset.vectors(), in_memory.embeddings[mask], atol=1e-6)
     head = model.build_head(extractor.output_shape[-1], N_LABELS, hidden_units=8, dropout=0.0)
-    history = train.train_head(head, spilled.take(~mask), subset, train.TrainParams(epochs=2, batch_size=8))
+    history = train.train_head(head, spilled.take(~mask), subset, TrainerConfig(epochs=2, batch_size=8))
     assert len(history.history["val_loss"]) == 2
 
 
@@ -292,7 +293,7 @@ def test_head_trained_on_a_spilled_store_equals_the_in_memory_one(tmp_path):
     data = _random_embedded(120, seed=4)
     held_out = np.arange(120) % 5 == 0
     spilled = _spilled_copy(data, tmp_path)
-    params = train.TrainParams(epochs=3, batch_size=16, early_stopping_patience=2)
+    params = TrainerConfig(epochs=3, batch_size=16, early_stopping_patience=2)
     heads = [model.build_head(16, N_LABELS, hidden_units=8, dropout=0.0) for _ in range(2)]
     heads[1].set_weights(heads[0].get_weights())
     histories = []
@@ -364,7 +365,7 @@ def test_train_and_export_with_fine_tuning(tmp_path):
         labels.LABELS_KEY: tf.io.FixedLenFeature([N_LABELS], tf.float32),
         labels.FILENAME_KEY: tf.io.FixedLenFeature([], tf.string),
     }
-    config = run.TrainerConfig(
+    config = TrainerConfig(
         image_size=32, epochs=2, batch_size=8, hidden_units=8, fine_tune_layers=2, fine_tune_epochs=1
     )
     result = run.train_and_export(

@@ -36,11 +36,12 @@ import tensorflow as tf
 import tf_keras
 
 from components import cpus
+from components.trainer.config import EMBEDDING_ENGINES
 
 logger = logging.getLogger(__name__)
 
-AUTO, TF, TFLITE = "auto", "tf", "tflite"
-ENGINES: tuple[str, ...] = (AUTO, TF, TFLITE)
+ENGINES: tuple[str, ...] = EMBEDDING_ENGINES
+AUTO, TF, TFLITE = ENGINES
 
 # auto: TFLite from this many training images on. Measured on the 2-core machine with
 # EfficientNet-Lite0 at 128 px (docs/performance.md, 2026-11-30): a cached conversion costs

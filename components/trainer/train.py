@@ -28,17 +28,18 @@ import tensorflow as tf
 import tf_keras
 
 from components.base import labels
+from components.trainer import config as trainer_config
 from components.trainer import data
+from components.trainer.config import TrainerConfig
 
 logger = logging.getLogger(__name__)
 
-# Bytes of embeddings kept in memory before spilling to disk. In memory the store exists about
-# three times over for a moment (batches, their concatenation, the tensor head training gathers
-# from): at 1 GiB that was 3 GB at 192,000 training images; spilled, head training holds a few chunks.
-DEFAULT_EMBEDDING_MEMORY_LIMIT = 256 << 20
+# Bytes of embeddings kept in memory before spilling to disk (see trainer_config.DEFAULT_EMBEDDING_MEMORY_MB).
+DEFAULT_EMBEDDING_MEMORY_LIMIT = trainer_config.DEFAULT_EMBEDDING_MEMORY_MB << 20
 # Rows of a spilled store read per Python call during head training (rounded to whole batches).
 SPILLED_CHUNK_BYTES = 32 << 20
 DEFAULT_MAX_POSITIVE_WEIGHT = 20.0  # clip of the per-label positive weight n_neg / n_pos (and of its inverse)
+VALIDATION_BUCKETS = 10  # 1 of this many training files (by name hash) is held out for validation
 _EVAL_BATCH = 256
 # Keras' Python loop between graph calls cost nearly as much as the head's steps themselves:
 # 10 epochs on 17,098 random embeddings took 30.6 s at one step per call, 17.6 s at 64 (measured).
@@ -122,32 +123,6 @@ class Embedded:
         if isinstance(self.embeddings, SpilledEmbeddings):
             return self.embeddings.rows(rows)
         return np.asarray(self.embeddings[rows], dtype=np.float32)
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainParams:
-    """Head-training settings.
-
-    Attributes:
-      epochs: maximum epochs (early stopping may end sooner).
-      batch_size: head-training batch size.
-      learning_rate: Adam learning rate.
-      seed: seeds weight init, dropout and the per-epoch shuffling.
-      validation_buckets: 1 of this many training files (by name hash) is held out.
-      class_weighting: weight positives of each label by n_neg / n_pos (clipped).
-      max_positive_weight: the clip of that weight (and 1 / it, for mostly-positive labels).
-      early_stopping_patience: stop after this many epochs without a lower validation loss and
-        restore the best weights; 0 turns early stopping off.
-    """
-
-    epochs: int = 10
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    seed: int = 42
-    validation_buckets: int = 10
-    class_weighting: bool = True
-    max_positive_weight: float = DEFAULT_MAX_POSITIVE_WEIGHT
-    early_stopping_patience: int = 3
 
 
 # Progress of the embedding pass in the run's log: the first batch, then every this many batches.
@@ -521,7 +496,7 @@ def train_head(
     head: tf_keras.Model,
     train: Embedded,
     validation: Embedded | None,
-    params: TrainParams,
+    params: TrainerConfig,
     label_names: tuple[str, ...] = labels.LABEL_NAMES,
     callbacks: list[tf_keras.callbacks.Callback] | None = None,
 ) -> tf_keras.callbacks.History:
@@ -534,7 +509,7 @@ def train_head(
       head: the model from model.build_head (compiled here).
       train: training embeddings and labels.
       validation: held-out embeddings and labels, or None.
-      params: epochs, batch size, learning rate, seed, weighting, patience.
+      params: the Trainer's settings: epochs, batch size, learning rate, seed, weighting, patience.
       label_names: names for the per-label AUC metrics.
       callbacks: extra Keras callbacks (e.g. TensorBoard).
 
@@ -543,9 +518,7 @@ def train_head(
     """
     tf_keras.utils.set_random_seed(params.seed)
     pos_weights = (
-        positive_weights(train.labels, params.max_positive_weight)
-        if params.class_weighting
-        else np.ones(train.labels.shape[1], np.float32)
+        positive_weights(train.labels) if params.class_weighting else np.ones(train.labels.shape[1], np.float32)
     )
     logger.info("positive weights: %s", dict(zip(label_names, np.round(pos_weights, 3).tolist(), strict=True)))
     compile_for_training(
@@ -689,7 +662,7 @@ def best_epoch_count(history: tf_keras.callbacks.History, patience: int) -> int:
 def out_of_fold_predictions(
     embedded: Embedded,
     build_head: Callable[[str], tf_keras.Model],
-    params: TrainParams,
+    params: TrainerConfig,
     folds: int,
     chunk: int = 4096,
 ) -> np.ndarray:
@@ -704,7 +677,7 @@ def out_of_fold_predictions(
     Args:
       embedded: every training image's embedding and labels (the hold-out included).
       build_head: name -> a fresh head (embeddings -> probabilities) of that name.
-      params: head-training settings; ``epochs`` should be the epochs the final head used.
+      params: the Trainer's settings; ``epochs`` should be the epochs the final head used.
       folds: k (>= 2).
       chunk: prediction batch (a disk-backed store is never read whole).
 
@@ -722,8 +695,7 @@ def out_of_fold_predictions(
     heads = [build_head(f"head_fold{fold}") for fold in range(folds)]
     inputs = tf_keras.Input(shape=(embedded.embeddings.shape[1],), name="embeddings")
     stacked = tf_keras.Model(inputs, StackHeads(name="heads")([head(inputs) for head in heads]))
-    pos_weights = (positive_weights(embedded.labels, params.max_positive_weight) if params.class_weighting
-                   else np.ones(num_labels, np.float32))
+    pos_weights = positive_weights(embedded.labels) if params.class_weighting else np.ones(num_labels, np.float32)
     stacked.compile(optimizer=tf_keras.optimizers.Adam(params.learning_rate),
                     loss=FoldMaskedBinaryCrossentropy(pos_weights, num_labels),
                     steps_per_execution=HEAD_STEPS_PER_EXECUTION)
