@@ -373,16 +373,17 @@ def phase_head(args: argparse.Namespace) -> dict[str, Any]:
     from components.base import labels
     from components.trainer import model, train
     from components.trainer.config import TrainerConfig
+    from components.trainer.embeddings import Embedded, _EmbeddingWriter
 
     train.skip_autograph_for_tf_keras()
     rng = np.random.default_rng(0)
     dim, n = 1280, args.rows
     with tempfile.TemporaryDirectory(prefix="bench-head-") as spill_dir:
-        writer = train._EmbeddingWriter(0 if args.mode == "spilled" else 1 << 40, spill_dir)
+        writer = _EmbeddingWriter(0 if args.mode == "spilled" else 1 << 40, spill_dir)
         for start in range(0, n, 4096):  # written batch by batch, as the embedding pass does
             writer.append(rng.standard_normal((min(4096, n - start), dim), dtype=np.float32))
         y = (rng.random((n, len(labels.LABEL_NAMES))) < 0.3).astype(np.float32)
-        embedded = train.Embedded(writer.finish(), y, np.array([f"{i}.jpg" for i in range(n)]))
+        embedded = Embedded(writer.finish(), y, np.array([f"{i}.jpg" for i in range(n)]))
         held_out = train.validation_mask(embedded.filenames, 10)
         head = model.build_head(dim, len(labels.LABEL_NAMES))
         params = TrainerConfig(epochs=args.epochs, early_stopping_patience=0)

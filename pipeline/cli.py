@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from components.evaluation import GateSettings
+from components.evaluation.settings import GateSettings
 from components.image_example_gen import spans
 from components.trainer.backbone_specs import BACKBONE_NAMES
 from components.trainer.config import EMBEDDING_ENGINES, TFLITE_EXPORTS, TrainerConfig

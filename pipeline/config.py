@@ -20,7 +20,7 @@ from typing import Any
 from google.protobuf import json_format, message
 
 from components.base import labels
-from components.evaluation import GateSettings
+from components.evaluation.settings import GateSettings
 from components.image_example_gen import spans
 from components.trainer.config import TrainerConfig
 
@@ -57,7 +57,7 @@ class PipelineConfig:
       train_buckets / eval_buckets: hash-split ratio by file name (4:1 is 80/20).
       trainer: the Trainer's settings (components.trainer.config.TrainerConfig), passed to it as
         its custom_config.
-      gates: the Evaluator's gate thresholds (components.evaluation.GateSettings).
+      gates: the Evaluator's gate thresholds (components.evaluation.settings.GateSettings).
       max_tflite_auc_drop: model.tflite's macro AUC on the eval split may be at most this much
         below the SavedModel's (the Evaluator's); judged by EvaluationGate with --export-tflite.
       report_images: put thumbnails of the eval images the model got most wrong into local reports.

@@ -10,12 +10,12 @@ import tensorflow_data_validation as tfdv
 from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
-from components import evaluation
 from components import pusher as atomic_pusher
 from components.anomaly_gate import AnomalyGate
 from components.base import labels
 from components.baseline import ServingBaseline
 from components.drift import LabelDriftCheck
+from components.evaluation.eval_config import build_eval_config
 from components.evaluation_gate import EvaluationGate
 from components.evaluator import Evaluator
 from components.image_example_gen.component import ImageExampleGen
@@ -147,7 +147,7 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
         code_version=code_fingerprint(*component_modules(ServingBaseline)),
     ).with_id(SERVING_BASELINE)
 
-    eval_config = evaluation.build_eval_config(gates=config.gates)
+    eval_config = build_eval_config(gates=config.gates)
     evaluator = Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],

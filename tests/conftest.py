@@ -31,7 +31,7 @@ def e2e_runs(tmp_path_factory):
     from ml_metadata.metadata_store import metadata_store
     from tfx import v1 as tfx
 
-    from components.evaluation import GateSettings
+    from components.evaluation.settings import GateSettings
     from components.trainer.config import TrainerConfig
     from pipeline import synthetic_data
     from pipeline.config import PipelineConfig

@@ -144,13 +144,14 @@ def test_out_of_fold_predictions_come_from_heads_that_did_not_see_the_example():
     """Random labels on random embeddings: a head memorizes what it saw, so only honest out-of-fold
     predictions score near AUC 0.5, while predictions on seen examples score far above it."""
     from components.trainer import model, train
+    from components.trainer.embeddings import Embedded
     from components.uncertainty import exact_aucs
 
     rng = np.random.default_rng(0)
     n, dim = 240, 16
     embeddings = rng.normal(size=(n, dim)).astype(np.float32)
     labels = (rng.random((n, 2)) < 0.5).astype(np.float32)
-    embedded = train.Embedded(embeddings, labels, np.array([f"{i}.jpg" for i in range(n)]))
+    embedded = Embedded(embeddings, labels, np.array([f"{i}.jpg" for i in range(n)]))
     train.skip_autograph_for_tf_keras()  # as the Trainer does (AutoGraph converting tf_keras costs seconds)
     params = TrainerConfig(epochs=20, batch_size=32, learning_rate=2e-2, class_weighting=False)
 

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from components.evaluation import GateSettings
+from components.evaluation.settings import GateSettings
 from components.trainer.config import TrainerConfig
 from pipeline import kubeflow, synthetic_data
 from pipeline import pipeline as pipeline_def

@@ -14,9 +14,9 @@ from ml_metadata.metadata_store import metadata_store
 from tfx import v1 as tfx
 
 from components.base import labels
-from components.evaluation import GateSettings
-from components.trainer import train
+from components.evaluation.settings import GateSettings
 from components.trainer.config import TrainerConfig
+from components.trainer.embeddings import EMBED_LOG_PREFIX
 from pipeline import pipeline as pipeline_def
 from pipeline import synthetic_data
 from pipeline.config import PipelineConfig
@@ -132,7 +132,7 @@ def test_killed_run_resumes_from_cache_and_pushes_once(tmp_path):
     try:
         # Killed inside the Trainer's work: on the first line its embedding loop writes to the run's log.
         # The deadline also fires when no such line (or nothing at all) arrives.
-        line = _wait_for_log_line(root / "logs", train.EMBED_LOG_PREFIX, victim, deadline_s=300)
+        line = _wait_for_log_line(root / "logs", EMBED_LOG_PREFIX, victim, deadline_s=300)
     finally:
         if victim.poll() is None:
             os.killpg(victim.pid, signal.SIGKILL)

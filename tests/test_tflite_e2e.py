@@ -18,7 +18,7 @@ import os
 import pytest
 
 from components.base import labels
-from components.evaluation import GateSettings
+from components.evaluation.settings import GateSettings
 from components.trainer import tflite_export
 from components.trainer.config import TrainerConfig
 from pipeline import synthetic_data

@@ -11,7 +11,11 @@ from PIL import Image
 
 from components.base import labels
 from components.trainer import backbones, export, model, train
+from components.trainer.batches import batch_indices, epoch_orders, gather_batches, image_batches, spilled_batches
 from components.trainer.config import TrainerConfig
+from components.trainer.embeddings import Embedded, _EmbeddingWriter, embed
+from components.trainer.losses import WeightedBinaryCrossentropy, positive_weights
+from components.trainer.metrics import LabelAUC, roc_auc
 
 IMAGE_SIZE = 64
 N_LABELS = len(labels.LABEL_NAMES)
@@ -83,7 +87,7 @@ def test_backbone_weights_unchanged_by_training(parts, dataset):
 def test_embed_once_then_train_head(parts, dataset):
     backbone, extractor, head = parts
     ds, y = dataset
-    embedded = train.embed(extractor, ds, IMAGE_SIZE)
+    embedded = embed(extractor, ds, IMAGE_SIZE)
     assert embedded.embeddings.shape == (len(y), extractor.output_shape[-1])
     np.testing.assert_array_equal(embedded.labels, y)
     before = _weights(backbone)
@@ -164,19 +168,19 @@ def test_cache_gives_the_same_head_training_as_the_uncached_path(parts, dataset)
     initial = _weights(head_cached)
     params = TrainerConfig(epochs=3, batch_size=5, learning_rate=1e-2, seed=3, early_stopping_patience=0)
 
-    cached_history = train.train_head(head_cached, train.embed(extractor, ds, IMAGE_SIZE), None, params)
+    cached_history = train.train_head(head_cached, embed(extractor, ds, IMAGE_SIZE), None, params)
 
     images, labels_ = _decoded(ds)
     full = model.build_model(extractor, head_plain)
-    train.compile_for_training(full, params.learning_rate, train.positive_weights(labels_), labels.LABEL_NAMES)
-    order = train.batch_indices(len(y), params.batch_size, params.epochs, params.seed)
+    train.compile_for_training(full, params.learning_rate, positive_weights(labels_), labels.LABEL_NAMES)
+    order = batch_indices(len(y), params.batch_size, params.epochs, params.seed)
     plain_history = full.fit(
         order.map(lambda i: (tf.gather(images, i), tf.gather(labels_, i))),
         epochs=params.epochs,
         steps_per_epoch=int(np.ceil(len(y) / params.batch_size)),
         verbose=0,
     )
-    assert isinstance(full.loss, train.WeightedBinaryCrossentropy)
+    assert isinstance(full.loss, WeightedBinaryCrossentropy)
     assert isinstance(full.optimizer, tf_keras.optimizers.Adam)
     np.testing.assert_allclose(cached_history.history["loss"], plain_history.history["loss"], rtol=1e-4)
     for a, b, w0 in zip(_weights(head_cached), _weights(head_plain), initial, strict=True):
@@ -186,7 +190,7 @@ def test_cache_gives_the_same_head_training_as_the_uncached_path(parts, dataset)
 
 def test_batch_indices_are_seeded_permutations_per_epoch():
     def epochs_of(seed):
-        batches = [b.numpy() for b in train.batch_indices(10, 4, 3, seed)]
+        batches = [b.numpy() for b in batch_indices(10, 4, 3, seed)]
         assert [len(b) for b in batches] == [4, 4, 2] * 3  # no batch crosses an epoch
         return [np.concatenate(batches[i : i + 3]) for i in (0, 3, 6)]
 
@@ -200,11 +204,11 @@ def test_batch_indices_are_seeded_permutations_per_epoch():
 def test_positive_weights_balance_each_label():
     y = np.array([[1, 0, 1, 0], [0, 0, 1, 0], [0, 0, 1, 1], [0, 0, 1, 1]], np.float32)
     # label 0: 1 pos / 3 neg -> 3; label 1: no positives -> 1; label 2: all positive -> 1; label 3: 2/2 -> 1
-    np.testing.assert_allclose(train.positive_weights(y), [3.0, 1.0, 1.0, 1.0])
+    np.testing.assert_allclose(positive_weights(y), [3.0, 1.0, 1.0, 1.0])
     many = np.zeros((100, 2), np.float32)
     many[:1, 0] = 1  # 1 positive in 100 -> 99, clipped
     many[:99, 1] = 1  # 99 positives in 100 -> 1/99, clipped
-    np.testing.assert_allclose(train.positive_weights(many, max_weight=20.0), [20.0, 1 / 20.0], rtol=1e-6)
+    np.testing.assert_allclose(positive_weights(many, max_weight=20.0), [20.0, 1 / 20.0], rtol=1e-6)
 
 
 def test_weighted_bce_matches_keras_bce_and_weights_positives():
@@ -212,9 +216,9 @@ def test_weighted_bce_matches_keras_bce_and_weights_positives():
 
     y = tf.constant([[1.0, 0.0], [0.0, 1.0]])
     p = tf.constant([[0.8, 0.3], [0.4, 0.9]])
-    plain = train.WeightedBinaryCrossentropy([1.0, 1.0])(y, p).numpy()
+    plain = WeightedBinaryCrossentropy([1.0, 1.0])(y, p).numpy()
     np.testing.assert_allclose(plain, tf_keras.losses.BinaryCrossentropy()(y, p).numpy(), rtol=1e-5)
-    weighted = train.WeightedBinaryCrossentropy([3.0, 0.5])(y, p).numpy()
+    weighted = WeightedBinaryCrossentropy([3.0, 0.5])(y, p).numpy()
     by_hand = np.mean([-(3 * np.log(0.8) + np.log(0.7)) / 2, -(np.log(0.6) + 0.5 * np.log(0.9)) / 2])
     np.testing.assert_allclose(weighted, by_hand, rtol=1e-5)
 
@@ -223,14 +227,14 @@ def _random_embedded(n, dim=16, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, dim)).astype(np.float32)
     y = (x[:, :N_LABELS] > 0).astype(np.float32)  # learnable labels
-    return train.Embedded(x, y, np.array([f"f{i}.jpg" for i in range(n)]))
+    return Embedded(x, y, np.array([f"f{i}.jpg" for i in range(n)]))
 
 
 def test_early_stopping_on_validation_loss_restores_the_best_weights():
     data = _random_embedded(64)
     # The validation labels are the training labels flipped: fitting the training set makes the
     # validation loss rise from the first epoch on.
-    flipped = train.Embedded(data.embeddings, 1.0 - data.labels, data.filenames)
+    flipped = Embedded(data.embeddings, 1.0 - data.labels, data.filenames)
     head = model.build_head(16, N_LABELS, hidden_units=8, dropout=0.0)
     params = TrainerConfig(
         epochs=20, batch_size=16, learning_rate=3e-2, class_weighting=False, early_stopping_patience=2
@@ -251,8 +255,8 @@ def test_early_stopping_on_validation_loss_restores_the_best_weights():
 def test_embeddings_spill_to_a_memory_mapped_file(parts, dataset, tmp_path):
     _, extractor, _ = parts
     ds, y = dataset
-    in_memory = train.embed(extractor, ds, IMAGE_SIZE)
-    spilled = train.embed(extractor, ds, IMAGE_SIZE, memory_limit_bytes=1000, spill_dir=str(tmp_path))
+    in_memory = embed(extractor, ds, IMAGE_SIZE)
+    spilled = embed(extractor, ds, IMAGE_SIZE, memory_limit_bytes=1000, spill_dir=str(tmp_path))
     assert spilled.spilled and not in_memory.spilled
     assert list(tmp_path.iterdir()) == []  # unlinked: nothing left behind
     np.testing.assert_allclose(np.asarray(spilled.embeddings), in_memory.embeddings, atol=1e-6)
@@ -265,24 +269,24 @@ def test_embeddings_spill_to_a_memory_mapped_file(parts, dataset, tmp_path):
     assert len(history.history["val_loss"]) == 2
 
 
-def _spilled_copy(data: "train.Embedded", tmp_path) -> "train.Embedded":
-    """The same items with their store written to a file (as train.embed spills it)."""
-    writer = train._EmbeddingWriter(memory_limit_bytes=0, spill_dir=str(tmp_path))
+def _spilled_copy(data: "Embedded", tmp_path) -> "Embedded":
+    """The same items with their store written to a file (as embed spills it)."""
+    writer = _EmbeddingWriter(memory_limit_bytes=0, spill_dir=str(tmp_path))
     writer.append(data.embeddings)
-    spilled = train.Embedded(writer.finish(), data.labels, data.filenames, data.rows)
+    spilled = Embedded(writer.finish(), data.labels, data.filenames, data.rows)
     assert spilled.spilled and list(tmp_path.iterdir()) == []
     return spilled
 
 
 def test_spilled_batches_are_the_in_memory_batches(tmp_path):
     data = _random_embedded(50).take(np.arange(49, -1, -1))  # a view in another order, as after a sort
-    spilled = _spilled_copy(train.Embedded(data.embeddings, data.labels, data.filenames, data.rows), tmp_path)
+    spilled = _spilled_copy(Embedded(data.embeddings, data.labels, data.filenames, data.rows), tmp_path)
     batch_size, epochs, seed = 8, 3, 5
-    expected = list(train._gather(data, train.batch_indices(50, batch_size, epochs, seed),
+    expected = list(gather_batches(data, batch_indices(50, batch_size, epochs, seed),
                                   tf.constant(data.embeddings)))
     # 2 batches per chunk: 4 chunks per epoch, the last one holding a partial batch of 2.
     chunk_bytes = 2 * batch_size * 16 * 4
-    got = list(train.spilled_batches(spilled, train.epoch_orders(50, epochs, seed), batch_size, chunk_bytes))
+    got = list(spilled_batches(spilled, epoch_orders(50, epochs, seed), batch_size, chunk_bytes))
     assert [len(x) for x, _ in got] == [8, 8, 8, 8, 8, 8, 2] * epochs
     for (x, y), (ex, ey) in zip(got, expected, strict=True):
         np.testing.assert_array_equal(x.numpy(), ex.numpy())
@@ -322,7 +326,7 @@ def test_fine_tuning_changes_only_the_unfrozen_top_layers(dataset):
     before = {la.name: [w.copy() for w in la.get_weights()] for la in backbone.layers if la.weights}
     names = backbones.unfreeze_top(backbone, 2)
     ds, _ = dataset
-    images = train.image_batches(ds, 32, 8, held_out=False, validation_buckets=1000)
+    images = image_batches(ds, 32, 8, held_out=False, validation_buckets=1000)
     history = train.fine_tune(full, images, None, np.ones(N_LABELS, np.float32), 1e-2, 0, 1, patience=0)
     assert len(history.history["loss"]) == 1
     for layer in backbone.layers:
@@ -337,7 +341,7 @@ def test_image_batches_split_like_validation_mask(dataset):
     names = np.array([f"img_{i}.jpg" for i in range(24)])
     held = train.validation_mask(names, 3)
     assert 0 < held.sum() < len(names)
-    counts = [sum(len(y) for _, y in train.image_batches(ds, 32, 5, flag, 3)) for flag in (True, False)]
+    counts = [sum(len(y) for _, y in image_batches(ds, 32, 5, flag, 3)) for flag in (True, False)]
     assert counts == [held.sum(), (~held).sum()]
 
 
@@ -423,7 +427,7 @@ def test_label_auc_equals_the_one_hot_weighted_multi_label_auc():
     for i in (0, 5, N_LABELS - 1):
         reference = tf_keras.metrics.AUC(multi_label=True, num_labels=N_LABELS, label_weights=np.eye(N_LABELS)[i])
         reference.update_state(y, p)
-        ours = train.LabelAUC(i)
+        ours = LabelAUC(i)
         ours.update_state(y, p)
         np.testing.assert_allclose(ours.result().numpy(), reference.result().numpy(), rtol=1e-6)
 
@@ -434,8 +438,8 @@ def test_roc_auc_matches_sklearn_with_ties_and_single_class():
     rng = np.random.default_rng(0)
     y = (rng.random(300) < 0.3).astype(np.float32)
     scores = np.round(rng.random(300) * 0.5 + 0.4 * y, 2)  # rounded: many ties
-    assert train.roc_auc(y, scores) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
-    assert np.isnan(train.roc_auc(np.zeros(5), np.arange(5.0)))
+    assert roc_auc(y, scores) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+    assert np.isnan(roc_auc(np.zeros(5), np.arange(5.0)))
 
 
 def test_labels_by_file_name_accept_a_name_found_twice():

@@ -15,8 +15,10 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 
 from components.base import labels
 from components.trainer import backbones, calibration, decision, export, model, tflite_engine, tflite_export, train
+from components.trainer.batches import image_batches
 from components.trainer.config import TrainerConfig
 from components.trainer.data import count_examples, read_examples, with_labels
+from components.trainer.embeddings import Embedded, embed, tf_embedder
 
 logger = logging.getLogger(__name__)
 
@@ -93,13 +95,13 @@ def train_and_export(
         embedder, engine = tflite_engine.select_embedder(
             config.embedding_engine,
             extractor,
-            train.tf_embedder(extractor),
+            tf_embedder(extractor),
             config.backbone,
             config.image_size,
             count_examples(train_files) if config.embedding_engine == tflite_engine.AUTO else None,
             cache_dir=config.tflite_cache_dir or None,
         )
-        embedded = train.embed(
+        embedded = embed(
             embedder,
             read_examples(train_files, feature_spec, config.batch_size),
             config.image_size,
@@ -150,7 +152,7 @@ def train_and_export(
         start = time.monotonic()
         ft_history = train.fine_tune(
             full_model,
-            train.image_batches(
+            image_batches(
                 dataset,
                 config.image_size,
                 config.batch_size,
@@ -159,7 +161,7 @@ def train_and_export(
                 shuffle_buffer=_SHUFFLE_BUFFER,
                 seed=config.seed,
             ),
-            train.image_batches(
+            image_batches(
                 dataset, config.image_size, config.batch_size, True, train.VALIDATION_BUCKETS
             )
             if held_out.any()
@@ -211,7 +213,7 @@ def train_and_export(
 
 def _thresholds_and_calibration(
     config: TrainerConfig,
-    embedded: train.Embedded,
+    embedded: Embedded,
     epochs: int,
     pos_weights: np.ndarray,
     embedding_dim: int,
