@@ -37,10 +37,12 @@ import sys
 import time
 from typing import Any
 
+from components.trainer.backbone_specs import BACKBONE_NAMES
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(REPO_ROOT, "bench", "results")
 DEFAULT_DATA = os.path.join(REPO_ROOT, "bench", "work", "data_2400")
-BACKBONES = ("efficientnet_lite0", "mobilenet_v2", "efficientnet_b0", "resnet50", "vgg16")
+BACKBONES = BACKBONE_NAMES
 
 
 def _image_paths(data_dir: str, n: int) -> list[str]:
@@ -66,6 +68,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
     from components import cpus
     from components.trainer import backbones, data, model, tflite_engine, train
+    from components.trainer.embeddings import tf_embedder
 
     train.skip_autograph_for_tf_keras()
     weights = "imagenet"
@@ -91,7 +94,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         )
 
     decoded = [b.numpy() for b in batches()]
-    tf_embed = train.tf_embedder(extractor)
+    tf_embed = tf_embedder(extractor)
     lite = {t: tflite_engine.TFLiteEmbedder(content, t) for t in sorted({1, threads})}
     tf_embed(tf.constant(decoded[0]))  # trace once, outside the timings
     for embedder in lite.values():

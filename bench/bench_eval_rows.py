@@ -37,9 +37,9 @@ def _eval_files(pipeline_root: str) -> list[str]:
 def _tfma(model_dir: str, files: list[str], with_rows: bool, out: str) -> float:
     import tensorflow_model_analysis as tfma
 
-    from components import evaluation
+    from components.evaluation.eval_config import build_eval_config
 
-    config = evaluation.build_eval_config()
+    config = build_eval_config()
     if not with_rows:
         spec = config.metrics_specs[0]
         keep = [m for m in spec.metrics if m.class_name != "EvalRows"]

@@ -31,6 +31,7 @@ sys.path.insert(0, REPO)
 def main(argv: list[str] | None = None) -> int:
     """Runs the measurement; returns the exit status."""
     from components import synthetic_data
+    from components.trainer.config import TrainerConfig
     from pipeline import kubeflow
     from pipeline.config import PipelineConfig
     from tests import kfp_emulator
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     work = tempfile.mkdtemp(prefix="facepipe-kfp-nightly-")
     try:
         config = PipelineConfig(data_dir=args.data_dir, pipeline_root=os.path.join(work, "root"),
-                                serving_dir=os.path.join(work, "serving"), epochs=args.epochs)
+                                serving_dir=os.path.join(work, "serving"),
+                                trainer=TrainerConfig(epochs=args.epochs))
         spec = kubeflow.compile_pipeline(config, "facepipe:bench", os.path.join(work, "facepipe.yaml"))
         server = kfp_emulator.ForkServer() if args.starter == "fork" else None
         run_command = server or kfp_emulator.exec_command

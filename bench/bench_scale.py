@@ -323,6 +323,7 @@ class _Progress(io.TextIOBase):
 
 def phase_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     """The whole pipeline with LocalDagRunner on a fresh pipeline root."""
+    from components.trainer.config import TrainerConfig
     from pipeline.config import PipelineConfig
     from pipeline.local_run import run_local
 
@@ -333,8 +334,7 @@ def phase_pipeline(args: argparse.Namespace) -> dict[str, Any]:
         serving_dir=os.path.join(root, "serving"),
         metadata_path=os.path.join(root, "pipeline_root", "metadata.sqlite"),
         pipeline_name="facepipe-scale",
-        image_size=args.image_size,
-        epochs=args.epochs,
+        trainer=TrainerConfig(image_size=args.image_size, epochs=args.epochs),
     )
     progress = _Progress()
     start = time.monotonic()
@@ -372,19 +372,21 @@ def phase_head(args: argparse.Namespace) -> dict[str, Any]:
 
     from components.base import labels
     from components.trainer import model, train
+    from components.trainer.config import TrainerConfig
+    from components.trainer.embeddings import Embedded, _EmbeddingWriter
 
     train.skip_autograph_for_tf_keras()
     rng = np.random.default_rng(0)
     dim, n = 1280, args.rows
     with tempfile.TemporaryDirectory(prefix="bench-head-") as spill_dir:
-        writer = train._EmbeddingWriter(0 if args.mode == "spilled" else 1 << 40, spill_dir)
+        writer = _EmbeddingWriter(0 if args.mode == "spilled" else 1 << 40, spill_dir)
         for start in range(0, n, 4096):  # written batch by batch, as the embedding pass does
             writer.append(rng.standard_normal((min(4096, n - start), dim), dtype=np.float32))
         y = (rng.random((n, len(labels.LABEL_NAMES))) < 0.3).astype(np.float32)
-        embedded = train.Embedded(writer.finish(), y, np.array([f"{i}.jpg" for i in range(n)]))
+        embedded = Embedded(writer.finish(), y, np.array([f"{i}.jpg" for i in range(n)]))
         held_out = train.validation_mask(embedded.filenames, 10)
         head = model.build_head(dim, len(labels.LABEL_NAMES))
-        params = train.TrainParams(epochs=args.epochs, early_stopping_patience=0)
+        params = TrainerConfig(epochs=args.epochs, early_stopping_patience=0)
         start = time.monotonic()
         history = train.train_head(head, embedded.take(~held_out), embedded.take(held_out), params)
         seconds = time.monotonic() - start

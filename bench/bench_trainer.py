@@ -391,6 +391,7 @@ def _frozen_parts(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def phase_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     """(c) The whole pipeline with LocalDagRunner on a fresh pipeline root."""
+    from components.trainer.config import TrainerConfig
     from pipeline.config import PipelineConfig
     from pipeline.local_run import run_local
 
@@ -402,12 +403,10 @@ def phase_pipeline(args: argparse.Namespace) -> dict[str, Any]:
         serving_dir=os.path.join(root, "serving"),
         metadata_path=os.path.join(root, "pipeline_root", "metadata.sqlite"),
         pipeline_name="facepipe-bench",
-        backbone=args.backbone,
-        image_size=args.image_size,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        embedding_engine=args.embedding_engine,
-        tflite_cache_dir=args.tflite_cache_dir,
+        trainer=TrainerConfig(
+            backbone=args.backbone, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
+            embedding_engine=args.embedding_engine, tflite_cache_dir=args.tflite_cache_dir or "",
+        ),
     )
     progress = io.StringIO()
     start = time.monotonic()
@@ -441,11 +440,12 @@ def phase_trainer(args: argparse.Namespace) -> dict[str, Any]:
     import tensorflow_transform as tft
 
     from components.trainer import run
+    from components.trainer.config import TrainerConfig
 
     pattern, graph = _pipeline_outputs(os.path.join(args.run_dir, "pipeline", "pipeline_root"))
     out = os.path.join(args.run_dir, "trainer")
     shutil.rmtree(out, ignore_errors=True)
-    config = run.TrainerConfig(
+    config = TrainerConfig(
         backbone=args.backbone, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
         embedding_engine=args.embedding_engine, tflite_cache_dir=args.tflite_cache_dir,
     )

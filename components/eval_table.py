@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from components import evaluation, fast_metrics
-
-CANDIDATE, BASELINE = evaluation.CANDIDATE, evaluation.BASELINE
+from components import fast_metrics
+from components.evaluation.eval_config import ROWS_PARTITION
+from components.evaluation.results import BASELINE, CANDIDATE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +71,7 @@ def _array(value: Any) -> np.ndarray:
 def load_eval_table(
     evaluation_uri: str,
     label_names: Sequence[str],
-    partition: Sequence[str] = evaluation.ROWS_PARTITION,
+    partition: Sequence[str] = ROWS_PARTITION,
 ) -> EvalTable:
     """Reads the per-example rows an Evaluator wrote.
 

@@ -1,7 +1,7 @@
 """EvaluationGate: blesses a model only when every gate passes, and records each gate's result.
 
 It sits between the Evaluator and Pusher. The Evaluator computes the metrics and checks TFMA's
-thresholds; this component judges the gates (components.evaluation.evaluate_gates), which adds
+thresholds; this component judges the gates (components.evaluation.gates.evaluate_gates), which adds
 the one rule TFMA cannot express (fairness comparisons between groups too small to judge are
 listed, not failed) and works around TFMA 0.47 reporting every thresholded cross-slice spec as
 missing. It writes a ModelBlessing like the Evaluator's (``blessed``, ``current_model``,
@@ -23,10 +23,13 @@ import tensorflow as tf
 from tfx import v1 as tfx
 
 from components import baseline as serving_baseline
-from components import eval_table, evaluation, tflite_gate, tflite_scoring, uncertainty
+from components import eval_table, tflite_gate, tflite_scoring, uncertainty
+from components.evaluation.eval_config import gates_from_eval_config
+from components.evaluation.gates import GATES_FILE, evaluate_gates, is_blessed
+from components.evaluation.results import load_eval_results
+from components.evaluation.settings import GateSettings
 from components.trainer.tflite_export import TFLITE_FILE
 
-GATES_FILE = evaluation.GATES_FILE
 BLESSED_FILE, NOT_BLESSED_FILE = "BLESSED", "NOT_BLESSED"
 
 
@@ -53,8 +56,8 @@ def judge(
     Args:
       evaluation_uri: the ModelEvaluation artifact's URI (holds eval_config.json).
       label_names: the model's labels in output order.
-      fairness_min_count: see evaluation.GateSettings.
-      require_significance: see evaluation.GateSettings.
+      fairness_min_count: see GateSettings.
+      require_significance: see GateSettings.
       baseline_note: why the baseline is what it is (components.baseline).
 
     Returns:
@@ -68,15 +71,15 @@ def judge(
     from tensorflow_model_analysis.writers import eval_config_writer
 
     eval_config = eval_config_writer.load_eval_run(evaluation_uri)[0]
-    settings, groups, exempt = evaluation.gates_from_eval_config(
+    settings, groups, exempt = gates_from_eval_config(
         eval_config, label_names, fairness_min_count, require_significance
     )
-    results = evaluation.load_eval_results(evaluation_uri, label_names)
+    results = load_eval_results(evaluation_uri, label_names)
     table = eval_table.load_eval_table(evaluation_uri, label_names)
     intervals = intervals_of(table, groups)
-    gate_results = evaluation.evaluate_gates(results, settings, groups, exempt, intervals, baseline_note=baseline_note)
+    gate_results = evaluate_gates(results, settings, groups, exempt, intervals, baseline_note=baseline_note)
     return {
-        "blessed": evaluation.is_blessed(gate_results),
+        "blessed": is_blessed(gate_results),
         "gates": [g.to_dict() for g in gate_results],
         "settings": json.loads(settings.to_json()),
         "fairness_groups": {k: list(v) for k, v in groups.items()},
@@ -104,7 +107,7 @@ def EvaluationGate(
     blessing: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.ModelBlessing],
     label_names: tfx.dsl.components.Parameter[str],
     baseline: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
-    fairness_min_count: tfx.dsl.components.Parameter[int] = evaluation.GateSettings.fairness_min_count,
+    fairness_min_count: tfx.dsl.components.Parameter[int] = GateSettings.fairness_min_count,
     require_significance: tfx.dsl.components.Parameter[int] = 0,
     code_version: tfx.dsl.components.Parameter[str] = "",
     tflite_evaluation: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelEvaluation] = None,
@@ -120,7 +123,7 @@ def EvaluationGate(
       baseline: ServingBaseline's output (the model serving now, or empty), for the gate record.
       fairness_min_count: positives and negatives a group needs for its fairness comparisons to be judged.
       require_significance: 1: the regression and fairness gates fail only on significant differences
-        (evaluation.GateSettings.require_significance); an int, as TFX parameters have no bool.
+        (GateSettings.require_significance); an int, as TFX parameters have no bool.
       code_version: fingerprint of the gate's code, so that caching sees code changes.
       tflite_evaluation: TFLiteEvaluator's output when the model has a model.tflite (tflite_auc gate).
       max_tflite_auc_drop: see components.tflite_gate.

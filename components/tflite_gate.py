@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from components import evaluation
+from components.evaluation.gates import GATE_MACRO, GateResult
 
 GATE_TFLITE = "tflite_auc"
 TITLE = "on-device model (model.tflite) macro AUC vs the SavedModel"
@@ -30,7 +30,7 @@ def _fmt(x: float | None) -> str:
 
 def tflite_gate(
     record: dict[str, Any] | None, savedmodel_macro_auc: float | None, max_drop: float, model_has_tflite: bool
-) -> evaluation.GateResult | None:
+) -> GateResult | None:
     """Judges model.tflite against the SavedModel.
 
     Args:
@@ -45,7 +45,7 @@ def tflite_gate(
     if record is None:
         if not model_has_tflite:
             return None
-        return evaluation.GateResult(
+        return GateResult(
             GATE_TFLITE, TITLE, False, max_drop, None,
             "the model holds model.tflite, but no TFLiteEvaluator scored it: not pushed ungated",
         )
@@ -58,14 +58,14 @@ def tflite_gate(
         "per_label_auc": record.get("per_label_auc"),
     }]
     if tflite_auc is None or savedmodel_macro_auc is None:
-        return evaluation.GateResult(
+        return GateResult(
             GATE_TFLITE, TITLE, False, max_drop, None,
             f"cannot compare: TFLite macro AUC {_fmt(tflite_auc)}, SavedModel macro AUC {_fmt(savedmodel_macro_auc)}",
             details,
         )
     drop = savedmodel_macro_auc - tflite_auc
     passed = drop <= max_drop
-    return evaluation.GateResult(
+    return GateResult(
         GATE_TFLITE, TITLE, passed, max_drop, drop,
         f"model.tflite ({record.get('quantization')}) macro AUC {_fmt(tflite_auc)} vs SavedModel "
         f"{_fmt(savedmodel_macro_auc)}: {'drop' if drop >= 0 else 'gain'} {abs(drop):.4f} "
@@ -74,7 +74,7 @@ def tflite_gate(
     )
 
 
-def apply(record: dict[str, Any], gate: evaluation.GateResult | None) -> dict[str, Any]:
+def apply(record: dict[str, Any], gate: GateResult | None) -> dict[str, Any]:
     """Adds the gate to an EvaluationGate record (evaluation_gate.judge's) and re-decides the blessing."""
     if gate is None:
         return record
@@ -85,4 +85,4 @@ def apply(record: dict[str, Any], gate: evaluation.GateResult | None) -> dict[st
 
 def savedmodel_macro_auc(record: dict[str, Any]) -> float | None:
     """The SavedModel's macro AUC as the macro-AUC gate judged it (the Evaluator's, overall slice)."""
-    return next((g["value"] for g in record["gates"] if g["name"] == evaluation.GATE_MACRO), None)
+    return next((g["value"] for g in record["gates"] if g["name"] == GATE_MACRO), None)

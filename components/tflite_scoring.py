@@ -7,7 +7,7 @@ Evaluator reads (ExampleGen's eval split), gets the labels from the same Transfo
 Trainer's embedding pass does: one traced function per batch on this thread), decodes each image
 exactly as components.trainer.data does (data.decode_pixels; the model resizes inside with
 data.resize_pixels), and computes per-label ROC AUC with the project's exact Mann-Whitney AUC
-(components.trainer.train.roc_auc) and their macro average.
+(components.trainer.metrics.roc_auc) and their macro average.
 
 The Evaluator's AUC is TFMA's, from 1,000 thresholds; the exact AUC here differs from it by
 the bucketing alone (measured below 1e-3 macro AUC on the bundled data: docs/performance.md),
@@ -28,12 +28,13 @@ import tensorflow as tf
 
 from components import cpus
 from components.base import labels
-from components.trainer import data, tflite_export, train
+from components.trainer import data, tflite_export
+from components.trainer.metrics import roc_auc
 
 logger = logging.getLogger(__name__)
 
 RESULT_FILE = "tflite_evaluation.json"
-AUC_METHOD = "exact ROC AUC (Mann-Whitney, ties count half), components.trainer.train.roc_auc"
+AUC_METHOD = "exact ROC AUC (Mann-Whitney, ties count half), components.trainer.metrics.roc_auc"
 
 
 def _eval_labels(file_pattern: str, transform_output: str, batch_size: int) -> tuple[np.ndarray, list[str]]:
@@ -128,7 +129,7 @@ def score(
         raise ValueError(f"scored {row} images for {len(names)} labelled examples")
     per_label: dict[str, float | None] = {}
     for i, name in enumerate(labels.LABEL_NAMES):
-        auc = train.roc_auc(label_matrix[:, i], scores[:, i])
+        auc = roc_auc(label_matrix[:, i], scores[:, i])
         per_label[name] = None if math.isnan(auc) else auc
     scored = [v for v in per_label.values() if v is not None]
     record = {

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any
 
+from components.evaluation.settings import GateSettings
 from components.image_example_gen import spans
+from components.trainer.backbone_specs import BACKBONE_NAMES
+from components.trainer.config import EMBEDDING_ENGINES, TFLITE_EXPORTS, TrainerConfig
 from pipeline import beam_profiles
-from pipeline.config import BACKBONES, DEFAULT_BEAM_ARGS, EMBEDDING_ENGINES, REPO_ROOT, TFLITE_EXPORTS, PipelineConfig
+from pipeline.config import DEFAULT_BEAM_ARGS, REPO_ROOT, PipelineConfig
 
 LOCAL_SETUP_FILE = str(REPO_ROOT / "setup.py")
 
@@ -29,11 +33,14 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, setup_file_default: str 
         the image's copy on Kubeflow).
     """
     defaults = PipelineConfig(data_dir="", pipeline_root="", serving_dir="")
+    trainer, gates = defaults.trainer, defaults.gates
     parser.add_argument("--pipeline-name", default=defaults.pipeline_name, help="name in ML Metadata and serving")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs of the head")
-    parser.add_argument("--image-size", type=int, default=defaults.image_size, help="input size in pixels")
-    parser.add_argument("--backbone", default=defaults.backbone, choices=BACKBONES, help="frozen pretrained backbone")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--epochs", type=int, default=trainer.epochs, help="training epochs of the head")
+    parser.add_argument("--image-size", type=int, default=trainer.image_size, help="input size in pixels")
+    parser.add_argument(
+        "--backbone", default=trainer.backbone, choices=BACKBONE_NAMES, help="frozen pretrained backbone"
+    )
+    parser.add_argument("--batch-size", type=int, default=trainer.batch_size)
     parser.add_argument(
         "--weights-file",
         default=None,
@@ -47,19 +54,19 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, setup_file_default: str 
     parser.add_argument(
         "--early-stopping-patience",
         type=int,
-        default=defaults.early_stopping_patience,
+        default=trainer.early_stopping_patience,
         help="epochs without a lower validation loss before training stops (0: off)",
     )
     parser.add_argument(
         "--fine-tune-layers",
         type=int,
-        default=defaults.fine_tune_layers,
+        default=trainer.fine_tune_layers,
         help="after head training, fine-tune this many top backbone layers (default 0: off; much slower)",
     )
-    parser.add_argument("--fine-tune-epochs", type=int, default=defaults.fine_tune_epochs)
+    parser.add_argument("--fine-tune-epochs", type=int, default=trainer.fine_tune_epochs)
     parser.add_argument(
         "--embedding-engine",
-        default=defaults.embedding_engine,
+        default=trainer.embedding_engine,
         choices=EMBEDDING_ENGINES,
         help="what runs the Trainer's frozen embedding pass: auto (TFLite/XNNPACK when it pays off, checked "
         "against TensorFlow), tf, or tflite; the exported SavedModel is the same",
@@ -72,7 +79,7 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, setup_file_default: str 
     )
     parser.add_argument(
         "--export-tflite",
-        default=defaults.export_tflite,
+        default=trainer.export_tflite,
         choices=TFLITE_EXPORTS,
         help="also export model.tflite (backbone + head) for devices: float, or full-integer int8 "
         "(default none); it is scored on the eval split, gated and pushed with the model",
@@ -105,19 +112,19 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, setup_file_default: str 
     parser.add_argument(
         "--min-macro-auc",
         type=float,
-        default=defaults.min_macro_auc,
+        default=gates.min_macro_auc,
         help="bless only models with at least this macro-average AUC",
     )
     parser.add_argument(
         "--max-auc-regression",
         type=float,
-        default=defaults.max_auc_regression,
+        default=gates.max_auc_regression,
         help="allowed macro-AUC drop against the model serving now (the highest pushed version)",
     )
     parser.add_argument(
         "--min-label-auc",
         type=_float_or_none,
-        default=defaults.min_label_auc,
+        default=gates.min_label_auc,
         metavar="AUC|none",
         help="bless only models whose every label reaches this AUC on the eval split (default: none, e.g. 0.6)",
     )
@@ -132,14 +139,14 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, setup_file_default: str 
     parser.add_argument(
         "--max-fairness-gap",
         type=_float_or_none,
-        default=defaults.max_fairness_gap,
+        default=gates.max_fairness_gap,
         metavar="GAP|none",
         help="largest allowed AUC gap of a label between two race groups or two genders (none: no fairness gate)",
     )
     parser.add_argument(
         "--fairness-min-count",
         type=int,
-        default=defaults.fairness_min_count,
+        default=gates.fairness_min_count,
         metavar="N",
         help="a group needs N positives and N negatives of a label for its fairness comparisons to be judged",
     )
@@ -151,7 +158,7 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, setup_file_default: str 
     )
     parser.add_argument(
         "--threshold-policy",
-        default=defaults.threshold_policy,
+        default=trainer.threshold_policy,
         metavar="f1|precision=P|recall=R|fixed=T",
         help="how each label's decision threshold is chosen on out-of-fold predictions (default f1)",
     )
@@ -166,13 +173,13 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, setup_file_default: str 
     parser.add_argument(
         "--threshold-min-positives",
         type=int,
-        default=defaults.threshold_min_positives,
+        default=trainer.threshold_min_positives,
         metavar="N",
         help="a label with fewer than N out-of-fold positives (or negatives) keeps the threshold 0.5",
     )
     parser.add_argument(
         "--calibration",
-        default=defaults.calibration,
+        default=trainer.calibration,
         choices=("prior", "platt", "none"),
         help="calibration of the exported probabilities (default prior: undo the positive-class weighting, "
         "p / (p + w (1 - p)); platt: a logistic fit on out-of-fold predictions; none)",
@@ -323,6 +330,21 @@ def _spans_from_args(args: argparse.Namespace, data_dir: str) -> str | None:
     return args.span
 
 
+def settings_from_args(settings: type[Any], args: argparse.Namespace, **named_differently: Any) -> Any:
+    """Builds a settings dataclass (TrainerConfig, GateSettings) from the flags.
+
+    A field takes the value of the flag whose dest is its name (--epochs -> epochs), so a new
+    field needs only its flag; flags that differ in name or shape (--no-class-weighting,
+    repeatable LABEL=VALUE flags) are passed in ``named_differently``. Fields without a flag keep
+    their defaults.
+
+    Raises:
+      ValueError: a value is invalid (the settings' own check; the message names it).
+    """
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(settings) if hasattr(args, f.name)}
+    return settings(**{**values, **named_differently})
+
+
 def config_from_args(
     args: argparse.Namespace,
     data_dir: str,
@@ -351,30 +373,15 @@ def config_from_args(
         filename_pattern=args.filename_pattern,
         spans=_spans_from_args(args, data_dir),
         max_label_drift=args.max_label_drift,
-        backbone=args.backbone,
-        image_size=args.image_size,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        weights_file=args.weights_file,
-        class_weighting=not args.no_class_weighting,
-        early_stopping_patience=args.early_stopping_patience,
-        fine_tune_layers=args.fine_tune_layers,
-        fine_tune_epochs=args.fine_tune_epochs,
-        embedding_engine=args.embedding_engine,
-        tflite_cache_dir=args.tflite_cache_dir,
-        export_tflite=args.export_tflite,
+        trainer=settings_from_args(
+            TrainerConfig,
+            args,
+            class_weighting=not args.no_class_weighting,
+            label_threshold_policies=tuple(args.label_threshold_policy or ()),
+            tflite_cache_dir=args.tflite_cache_dir or "",
+        ),
+        gates=settings_from_args(GateSettings, args, label_auc_floors=tuple(args.label_auc_floor or ())),
         max_tflite_auc_drop=args.max_tflite_auc_drop,
-        min_macro_auc=args.min_macro_auc,
-        max_auc_regression=args.max_auc_regression,
-        min_label_auc=args.min_label_auc,
-        label_auc_floors=tuple(args.label_auc_floor or ()),
-        max_fairness_gap=args.max_fairness_gap,
-        fairness_min_count=args.fairness_min_count,
-        require_significance=args.require_significance,
-        threshold_policy=args.threshold_policy,
-        label_threshold_policies=tuple(args.label_threshold_policy or ()),
-        threshold_min_positives=args.threshold_min_positives,
-        calibration=args.calibration,
         report_images=not args.no_report_images,
         enable_cache=not args.no_cache,
         beam_pipeline_args=beam_profiles.beam_args(beam_profile_from_args(args)) or DEFAULT_BEAM_ARGS,

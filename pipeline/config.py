@@ -20,9 +20,9 @@ from typing import Any
 from google.protobuf import json_format, message
 
 from components.base import labels
-from components.evaluation import GateSettings
+from components.evaluation.settings import GateSettings
 from components.image_example_gen import spans
-from components.trainer import calibration, decision
+from components.trainer.config import TrainerConfig
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_SCHEMA_PATH = REPO_ROOT / "schema" / "schema.pbtxt"
@@ -32,13 +32,6 @@ DEFAULT_SCHEMA_PATH = REPO_ROOT / "schema" / "schema.pbtxt"
 # Passing any args makes TFX build and attach a TFX sdist in every Beam component (~2 s each),
 # which only remote runners need.
 DEFAULT_BEAM_ARGS: tuple[str, ...] = ()
-
-# Must match components.trainer.tflite_engine.ENGINES and tflite_export.EXPORT_MODES (a test checks it).
-EMBEDDING_ENGINES: tuple[str, ...] = ("auto", "tf", "tflite")
-TFLITE_EXPORTS: tuple[str, ...] = ("none", "float", "int8")
-
-# Must match components.trainer.backbones.BACKBONE_NAMES (a test checks it); the first is the default.
-BACKBONES: tuple[str, ...] = ("efficientnet_lite0", "mobilenet_v2", "efficientnet_b0", "resnet50", "vgg16")
 
 # Characters that Beam's, TFDV's and TFMA's file matching (fnmatch, tf.io.gfile.glob) read as a
 # pattern. Our own code escapes them in input paths; those libraries do not in the output
@@ -62,40 +55,11 @@ class PipelineConfig:
       max_label_drift: largest allowed L-infinity distance between the label distributions
         (gender, race, age group) of the current and the previous span; above it the run stops.
       train_buckets / eval_buckets: hash-split ratio by file name (4:1 is 80/20).
-      backbone: name of the frozen pretrained backbone.
-      image_size: square input size in pixels the backbone sees.
-      epochs: training epochs of the head.
-      batch_size: batch size for the backbone pass and head training.
-      learning_rate: Adam learning rate of the head.
-      hidden_units: units of the head's hidden Dense layer.
-      dropout: dropout rate of the head.
-      weights_file: local Keras .h5 ImageNet weights for a keras.applications backbone (offline use).
-      class_weighting: weight each label's positives by n_neg / n_pos in the loss.
-      early_stopping_patience: epochs without a lower validation loss before training stops (0: off).
-      fine_tune_layers: after head training, fine-tune this many top backbone layers (0: off; slower).
-      fine_tune_epochs: epochs of that fine-tuning phase.
-      embedding_engine: what runs the Trainer's frozen embedding pass: auto (TFLite when it pays
-        off), tf or tflite; the exported SavedModel is the same either way.
-      tflite_cache_dir: where converted backbones are cached between runs (None: ~/.cache/facepipe/tflite).
-      export_tflite: none, float or int8: the Trainer also exports model.tflite (backbone + head),
-        which TFLiteEvaluator scores and EvaluationGate gates.
+      trainer: the Trainer's settings (components.trainer.config.TrainerConfig), passed to it as
+        its custom_config.
+      gates: the Evaluator's gate thresholds (components.evaluation.settings.GateSettings).
       max_tflite_auc_drop: model.tflite's macro AUC on the eval split may be at most this much
-        below the SavedModel's (the Evaluator's).
-      min_macro_auc: the Evaluator blesses only above this macro-average AUC.
-      max_auc_regression: allowed macro-AUC drop against the model serving now (the highest version
-        in the serving folder).
-      min_label_auc: AUC floor of every label on the eval split (None: off), see components.evaluation.
-      label_auc_floors: (label name, floor) pairs overriding min_label_auc for single labels.
-      max_fairness_gap: largest allowed AUC gap of a label between two race groups or two genders
-        (None: no fairness gate).
-      fairness_min_count: positives and negatives a group needs for its fairness comparisons to count.
-      require_significance: the regression and fairness gates fail only on differences that are
-        significant (95% DeLong interval excludes 0) as well as beyond their tolerance.
-      threshold_policy: decision-threshold policy of every label: f1, precision=P, recall=R or fixed=T.
-      label_threshold_policies: (label name, policy) pairs overriding threshold_policy.
-      threshold_min_positives: labels with fewer out-of-fold positives (or negatives) keep 0.5.
-      calibration: how the exported probabilities are calibrated: prior (undo the positive weighting),
-        platt (fitted out of fold) or none.
+        below the SavedModel's (the Evaluator's); judged by EvaluationGate with --export-tflite.
       report_images: put thumbnails of the eval images the model got most wrong into local reports.
       enable_cache: reuse outputs of components whose inputs did not change.
       beam_pipeline_args: arguments for every Beam-based component.
@@ -115,52 +79,16 @@ class PipelineConfig:
     max_label_drift: float = 0.1
     train_buckets: int = 4
     eval_buckets: int = 1
-    backbone: str = "efficientnet_lite0"
-    image_size: int = 128
-    epochs: int = 10
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    hidden_units: int = 256
-    dropout: float = 0.3
-    weights_file: str | None = None
-    class_weighting: bool = True
-    early_stopping_patience: int = 3
-    fine_tune_layers: int = 0
-    fine_tune_epochs: int = 3
-    embedding_engine: str = "auto"
-    tflite_cache_dir: str | None = None
-    export_tflite: str = "none"
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+    gates: GateSettings = dataclasses.field(default_factory=GateSettings)
     max_tflite_auc_drop: float = 0.01
-    min_macro_auc: float = 0.7
-    max_auc_regression: float = 0.02
-    min_label_auc: float | None = None
-    label_auc_floors: tuple[tuple[str, float], ...] = ()
-    max_fairness_gap: float | None = 0.15
-    fairness_min_count: int = 20
-    require_significance: bool = False
-    threshold_policy: str = decision.DEFAULT_POLICY
-    label_threshold_policies: tuple[tuple[str, str], ...] = ()
-    threshold_min_positives: int = decision.DEFAULT_MIN_POSITIVES
-    calibration: str = "prior"
     report_images: bool = True
     enable_cache: bool = True
     beam_pipeline_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
     worker_check_timeout_s: float | None = None
 
-    def gate_settings(self) -> GateSettings:
-        """The Evaluator's gate thresholds (components.evaluation.GateSettings) of this config."""
-        return GateSettings(
-            min_macro_auc=self.min_macro_auc,
-            max_auc_regression=self.max_auc_regression,
-            min_label_auc=self.min_label_auc,
-            label_auc_floors=self.label_auc_floors,
-            max_fairness_gap=self.max_fairness_gap,
-            fairness_min_count=self.fairness_min_count,
-            require_significance=self.require_significance,
-        )
-
     def validate(self) -> None:
-        """Checks values that do not need the file system.
+        """Checks values that do not need the file system (trainer and gate ranges: on their construction).
 
         Raises:
           ValueError: with a one-line message naming the bad setting.
@@ -183,42 +111,13 @@ class PipelineConfig:
             spans.parse_span_selection(self.spans)
         if not 0.0 <= self.max_label_drift <= 1.0:
             raise ValueError(f"max label drift must be within 0-1, got {self.max_label_drift}")
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if not 32 <= self.image_size <= 1024:
-            raise ValueError(f"image size must be within 32-1024 pixels, got {self.image_size}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
         if self.train_buckets < 1 or self.eval_buckets < 1:
             raise ValueError("train and eval hash buckets must both be >= 1")
-        self.gate_settings().validate(labels.LABEL_NAMES)
-        decision.policies_for(labels.LABEL_NAMES, self.threshold_policy, dict(self.label_threshold_policies))
-        if self.threshold_min_positives < 1:
-            raise ValueError(f"threshold min positives must be >= 1, got {self.threshold_min_positives}")
-        if self.calibration not in calibration.METHODS:
-            raise ValueError(
-                f"unknown calibration {self.calibration!r}; choose one of {', '.join(calibration.METHODS)}"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be within [0, 1), got {self.dropout}")
-        if self.weights_file and self.backbone == BACKBONES[0]:
-            raise ValueError(f"{BACKBONES[0]} has bundled weights; a weights file is for {', '.join(BACKBONES[1:])}")
-        if self.early_stopping_patience < 0:
-            raise ValueError(f"early stopping patience must be >= 0, got {self.early_stopping_patience}")
-        if self.fine_tune_layers < 0 or self.fine_tune_epochs < 0:
-            raise ValueError("fine-tune layers and epochs must be >= 0")
+        self.gates.validate(labels.LABEL_NAMES)  # label names; the trainer and gate settings check the rest
         if self.worker_check_timeout_s is not None and not self.worker_check_timeout_s >= 0:
             raise ValueError(
                 f"worker check timeout must be >= 0 seconds (0: no check), got {self.worker_check_timeout_s}"
             )
-        if self.embedding_engine not in EMBEDDING_ENGINES:
-            raise ValueError(
-                f"embedding engine must be one of {', '.join(EMBEDDING_ENGINES)}, got {self.embedding_engine!r}"
-            )
-        if self.export_tflite not in TFLITE_EXPORTS:
-            raise ValueError(f"TFLite export must be one of {', '.join(TFLITE_EXPORTS)}, got {self.export_tflite!r}")
         if not 0.0 <= self.max_tflite_auc_drop <= 1.0:
             raise ValueError(f"max TFLite AUC drop must be within 0-1, got {self.max_tflite_auc_drop}")
 

@@ -293,16 +293,16 @@ def format_summary(summary: dict[str, Any], config: PipelineConfig) -> str:
         for name, auc in summary["per_label_auc"].items():
             lines.append(f"    {name:<14} {'n/a' if auc is None else f'{auc:.3f}'}")
     if summary["macro_auc"] is not None:
-        lines.append(f"  macro AUC: {summary['macro_auc']:.3f} (floor {config.min_macro_auc:g})")
+        lines.append(f"  macro AUC: {summary['macro_auc']:.3f} (floor {config.gates.min_macro_auc:g})")
     if summary["blessed"] is not None:
         if summary["blessed"] and summary.get("baseline_model"):
             lines.append(
-                f"  blessed: yes (macro AUC at or above {config.min_macro_auc:g}, and no drop of more than "
-                f"{config.max_auc_regression:g} against the serving model {summary['baseline_model']})"
+                f"  blessed: yes (macro AUC at or above {config.gates.min_macro_auc:g}, and no drop of more than "
+                f"{config.gates.max_auc_regression:g} against the serving model {summary['baseline_model']})"
             )
         elif summary["blessed"]:
             lines.append(
-                f"  blessed: yes (macro AUC at or above {config.min_macro_auc:g}; no baseline: "
+                f"  blessed: yes (macro AUC at or above {config.gates.min_macro_auc:g}; no baseline: "
                 f"{summary.get('baseline_note') or 'no model serving'})"
             )
         else:

@@ -10,19 +10,18 @@ import tensorflow_data_validation as tfdv
 from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
-from components import evaluation
 from components import pusher as atomic_pusher
 from components.anomaly_gate import AnomalyGate
 from components.base import labels
 from components.baseline import ServingBaseline
 from components.drift import LabelDriftCheck
+from components.evaluation.eval_config import build_eval_config
 from components.evaluation_gate import EvaluationGate
 from components.evaluator import Evaluator
 from components.image_example_gen.component import ImageExampleGen
 from components.image_example_gen.ingest import DEFAULT_MAX_IMAGE_PIXELS
 from components.tflite_evaluator import TFLiteEvaluator
 from components.trainer.component import Trainer
-from components.trainer.run import TrainerConfig
 from pipeline import runtime_params
 from pipeline.config import PipelineConfig, code_fingerprint, component_modules
 
@@ -126,34 +125,18 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
     ).with_id(TRANSFORM)
     transform.add_upstream_node(anomaly_gate)
 
-    trainer_config = TrainerConfig(
-        backbone=config.backbone,
-        image_size=config.image_size,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        hidden_units=config.hidden_units,
-        dropout=config.dropout,
-        weights_file=config.weights_file,
-        class_weighting=config.class_weighting,
-        early_stopping_patience=config.early_stopping_patience,
-        fine_tune_layers=config.fine_tune_layers,
-        fine_tune_epochs=config.fine_tune_epochs,
-        threshold_policy=config.threshold_policy,
-        label_threshold_policies=dict(config.label_threshold_policies),
-        threshold_min_positives=config.threshold_min_positives,
-        calibration=config.calibration,
-        embedding_engine=config.embedding_engine,
-        tflite_cache_dir=config.tflite_cache_dir or "",
-        export_tflite=config.export_tflite,
+    trainer_config = dataclasses.replace(
+        config.trainer,
         # The Transform graph's labels are part of what a model learns from (its input fingerprint).
-        code_version=code_fingerprint(*component_modules(Trainer, RUN_FN, TRANSFORM_FN), files=[config.weights_file]),
+        code_version=code_fingerprint(
+            *component_modules(Trainer, RUN_FN, TRANSFORM_FN), files=[config.trainer.weights_file]
+        ),
     )
     trainer = Trainer(
         run_fn=RUN_FN,
         examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
-        custom_config=dataclasses.asdict(trainer_config),
+        custom_config=trainer_config.to_custom_config(),
     ).with_id(TRAINER)
 
     # The model serving now, copied from the serving folder (empty when there is none, or when it
@@ -164,7 +147,7 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
         code_version=code_fingerprint(*component_modules(ServingBaseline)),
     ).with_id(SERVING_BASELINE)
 
-    eval_config = evaluation.build_eval_config(gates=config.gate_settings())
+    eval_config = build_eval_config(gates=config.gates)
     evaluator = Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
@@ -175,12 +158,12 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
     ).with_id(EVALUATOR)
     # TFMA cannot score a TFLite model beside the SavedModel: our own pass over the eval split does.
     tflite_evaluator = None
-    if config.export_tflite != "none":
+    if config.trainer.export_tflite != "none":
         tflite_evaluator = TFLiteEvaluator(
             examples=example_gen.outputs["examples"],
             model=trainer.outputs["model"],
             transform_graph=transform.outputs["transform_graph"],
-            batch_size=config.batch_size,
+            batch_size=config.trainer.batch_size,
             code_version=code_fingerprint(*component_modules(TFLiteEvaluator)),
         ).with_id(TFLITE_EVALUATOR)
     # Judges every gate against the thresholds the Evaluator ran with; its blessing decides the push.
@@ -189,8 +172,8 @@ def create_pipeline(config: PipelineConfig, runtime_parameters: bool = False) ->
         model=trainer.outputs["model"],
         baseline=serving_baseline.outputs["baseline_model"],
         label_names=json.dumps(list(labels.LABEL_NAMES)),
-        fairness_min_count=config.fairness_min_count,
-        require_significance=int(config.require_significance),
+        fairness_min_count=config.gates.fairness_min_count,
+        require_significance=int(config.gates.require_significance),
         code_version=code_fingerprint(*component_modules(EvaluationGate)),
         tflite_evaluation=tflite_evaluator.outputs["evaluation"] if tflite_evaluator else None,
         max_tflite_auc_drop=config.max_tflite_auc_drop,

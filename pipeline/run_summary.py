@@ -11,9 +11,11 @@ from typing import Any
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from components import evaluation
 from components.base import labels
 from components.drift import read_report as read_drift_report
+from components.evaluation.eval_config import MACRO_AUC
+from components.evaluation.gates import read_gates
+from components.evaluation.results import BASELINE
 from components.image_example_gen.ingest import read_quarantine
 from pipeline import mlmd
 from pipeline import pipeline as pipeline_def
@@ -97,9 +99,9 @@ def _overall_metrics(evaluation_uri: str) -> tuple[float | None, dict[str, float
         for key_and_value in slice_metrics.metric_keys_and_values:
             key, value = key_and_value.key, key_and_value.value
             # The candidate's values only: not the baseline model's, nor their differences.
-            if key.is_diff or key.model_name == evaluation.BASELINE or not value.HasField("double_value"):
+            if key.is_diff or key.model_name == BASELINE or not value.HasField("double_value"):
                 continue
-            if key.name == evaluation.MACRO_AUC:
+            if key.name == MACRO_AUC:
                 macro = value.double_value.value
             elif key.name == "auc" and key.sub_key.HasField("class_id"):
                 per_label[labels.LABEL_NAMES[key.sub_key.class_id.value]] = value.double_value.value
@@ -211,7 +213,7 @@ def summarize(store: metadata_store.MetadataStore, run_id: str) -> dict[str, Any
             summary["baseline_note"] += " (when this evaluation first ran)"
     # The push decision is EvaluationGate's (every gate); the Evaluator's blessing covers TFMA's thresholds only.
     if (gate := runs.get(pipeline_def.EVALUATION_GATE)) and gate.outputs.get("blessing"):
-        record = evaluation.read_gates(gate.outputs["blessing"][0].uri)
+        record = read_gates(gate.outputs["blessing"][0].uri)
         if record is not None:
             keys = ("name", "title", "passed", "value", "threshold", "summary")
             # interval / within_noise: absent from records written before the intervals existed.

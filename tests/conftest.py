@@ -33,6 +33,8 @@ def e2e_runs(tmp_path_factory):
     from tfx import v1 as tfx
 
     from components import synthetic_data
+    from components.evaluation.settings import GateSettings
+    from components.trainer.config import TrainerConfig
     from pipeline.config import PipelineConfig
     from pipeline.local_run import run_local
 
@@ -49,13 +51,12 @@ def e2e_runs(tmp_path_factory):
         pipeline_name="facepipe-e2e",
         train_buckets=1,  # 50/50 so that every label has positives and negatives in eval
         eval_buckets=1,
-        image_size=64,
-        epochs=3,
-        min_macro_auc=0.0,  # tiny random-ish data: the gate itself is tested elsewhere
+        trainer=TrainerConfig(image_size=64, epochs=3),
+        gates=GateSettings(min_macro_auc=0.0),  # tiny random-ish data: the gate itself is tested elsewhere
     )
     first = run_local(config, out=io.StringIO())
     second = run_local(config, out=io.StringIO())
-    run_local(dataclasses.replace(config, min_macro_auc=0.99), out=io.StringIO())  # refused
+    run_local(dataclasses.replace(config, gates=GateSettings(min_macro_auc=0.99)), out=io.StringIO())  # refused
     store = metadata_store.MetadataStore(
         tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
     )

@@ -12,6 +12,7 @@ import json
 import os
 import types
 
+from components.trainer.config import TrainerConfig
 from pipeline import kubeflow
 from pipeline.config import PipelineConfig
 
@@ -166,7 +167,7 @@ def kfp_config(**changes) -> PipelineConfig:
         pipeline_root="gs://facepipe-test/root",
         serving_dir="gs://facepipe-test/serving",
         schema_path=kubeflow.CONTAINER_SCHEMA_PATH,
-        epochs=7,
+        trainer=TrainerConfig(epochs=7),
     )
     return dataclasses.replace(config, **changes)
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import tf_keras
 
-from components.trainer import backbones, model, train
+from components.trainer import backbone_specs, backbones, model, train
+from components.trainer import config as trainer_config
 from pipeline import config as pipeline_config
 
 SIZE = 32  # the smallest size every backbone accepts
@@ -39,8 +40,9 @@ def _pixels(n=3, size=SIZE, seed=0):
 
 
 def test_names_match_the_config_choices():
-    assert backbones.BACKBONE_NAMES == pipeline_config.BACKBONES
-    assert backbones.DEFAULT_BACKBONE == pipeline_config.PipelineConfig("", "", "").backbone
+    # Declared once (backbone_specs): what the flag offers is what backbones builds.
+    assert backbones.BACKBONE_NAMES is backbone_specs.BACKBONE_NAMES == trainer_config.BACKBONE_NAMES
+    assert backbones.DEFAULT_BACKBONE == pipeline_config.PipelineConfig("", "", "").trainer.backbone
 
 
 @pytest.mark.parametrize("name", backbones.BACKBONE_NAMES)

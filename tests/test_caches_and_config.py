@@ -7,6 +7,7 @@ import pathlib
 
 import pytest
 
+from components.trainer.config import TrainerConfig
 from pipeline import config as config_lib
 from pipeline import pipeline as pipeline_def
 from pipeline.config import PipelineConfig, code_fingerprint, component_modules
@@ -70,7 +71,7 @@ def test_every_component_that_imports_a_module_sees_its_changes(tmp_path, edited
 def test_a_weights_file_changed_in_place_changes_the_trainers_cache_key(tmp_path):
     weights = tmp_path / "weights.h5"
     weights.write_bytes(b"A" * 4096)
-    config = _config(tmp_path, backbone="mobilenet_v2", weights_file=str(weights))
+    config = _config(tmp_path, trainer=TrainerConfig(backbone="mobilenet_v2", weights_file=str(weights)))
     before = _cache_inputs(config)
     stat = os.stat(weights)
     weights.write_bytes(b"B" * 4096)  # same size ...

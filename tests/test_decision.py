@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from components.trainer import calibration, decision
+from components.trainer.config import TrainerConfig
 
 
 def _known_optimum():
@@ -81,7 +82,7 @@ def test_threshold_flags_reach_the_trainer_and_bad_ones_are_refused(tmp_path):
     args = parser.parse_args("--threshold-policy recall=0.9 --label-threshold-policy race_other=precision=0.8 "
                              "--threshold-min-positives 15 --calibration platt --require-significance".split())
     config = cli.config_from_args(args, str(tmp_path), str(tmp_path / "root"), str(tmp_path / "serving"), None)
-    assert config.require_significance and config.gate_settings().require_significance
+    assert config.gates.require_significance
     components = {c.id: c for c in pipeline_def.create_pipeline(config).components}
     custom = components[pipeline_def.TRAINER].exec_properties["custom_config"]
     custom = json.loads(custom) if isinstance(custom, str) else custom
@@ -143,15 +144,16 @@ def test_out_of_fold_predictions_come_from_heads_that_did_not_see_the_example():
     """Random labels on random embeddings: a head memorizes what it saw, so only honest out-of-fold
     predictions score near AUC 0.5, while predictions on seen examples score far above it."""
     from components.trainer import model, train
+    from components.trainer.embeddings import Embedded
     from components.uncertainty import exact_aucs
 
     rng = np.random.default_rng(0)
     n, dim = 240, 16
     embeddings = rng.normal(size=(n, dim)).astype(np.float32)
     labels = (rng.random((n, 2)) < 0.5).astype(np.float32)
-    embedded = train.Embedded(embeddings, labels, np.array([f"{i}.jpg" for i in range(n)]))
+    embedded = Embedded(embeddings, labels, np.array([f"{i}.jpg" for i in range(n)]))
     train.skip_autograph_for_tf_keras()  # as the Trainer does (AutoGraph converting tf_keras costs seconds)
-    params = train.TrainParams(epochs=20, batch_size=32, learning_rate=2e-2, class_weighting=False)
+    params = TrainerConfig(epochs=20, batch_size=32, learning_rate=2e-2, class_weighting=False)
 
     def build(name="head"):
         return model.build_head(dim, 2, 64, 0.0, name)

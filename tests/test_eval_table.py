@@ -4,9 +4,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import eval_table, evaluation, fast_metrics, uncertainty
+from components import eval_table, fast_metrics, uncertainty
 from components.base import labels
-from components.evaluation import GateSettings
+from components.evaluation.eval_config import ROWS_PARTITION
+from components.evaluation.gates import evaluate_gates
+from components.evaluation.results import load_eval_results
+from components.evaluation.settings import GateSettings
 from tests import test_evaluation as te
 
 
@@ -48,7 +51,7 @@ def test_rows_out_of_tfma_are_the_examples_paired_by_file_name(evaluated):
         assert table.groups[labels.RACE_NAME_KEY][i] == example[labels.RACE_NAME_KEY].numpy().decode()
         assert table.groups[labels.GENDER_NAME_KEY][i] == example[labels.GENDER_NAME_KEY].numpy().decode()
     # The same AUCs TFMA computed (it bins scores into 1,000 thresholds), overall and per group.
-    results = evaluation.load_eval_results(out, te.LABELS3)
+    results = load_eval_results(out, te.LABELS3)
     exact = uncertainty.exact_aucs(table.labels, table.predictions["candidate"])
     for k, name in enumerate(te.LABELS3):
         assert exact[k] == pytest.approx(results.value("auc", name), abs=2e-3)
@@ -65,7 +68,7 @@ def test_rows_are_written_once_per_gender_x_race_cell(evaluated):
     for record in tfma.load_metrics(out):
         if any(kv.key.name.startswith(fast_metrics.EVAL_ROWS_PREFIX) for kv in record.metric_keys_and_values):
             where.append(sorted(k.column for k in record.slice_key.single_slice_keys))
-    assert where and all(w == sorted(evaluation.ROWS_PARTITION) for w in where)
+    assert where and all(w == sorted(ROWS_PARTITION) for w in where)
     assert len(where) == 6  # 3 race groups x 2 genders: each example written once
 
 
@@ -75,8 +78,8 @@ def test_gate_record_of_a_real_evaluation_has_an_interval_per_gate(evaluated):
     intervals = uncertainty.gate_intervals(te.LABELS3, table.labels, table.predictions["candidate"],
                                            table.predictions["baseline"], {labels.RACE_NAME_KEY: table.groups[
                                                labels.RACE_NAME_KEY]})
-    results = evaluation.load_eval_results(out, te.LABELS3)
-    gates = {g.name: g for g in evaluation.evaluate_gates(results, te.GATES, te.RACE_GROUPS, {}, intervals)}
+    results = load_eval_results(out, te.LABELS3)
+    gates = {g.name: g for g in evaluate_gates(results, te.GATES, te.RACE_GROUPS, {}, intervals)}
     assert all(g.interval is not None and g.within_noise is not None for g in gates.values())
     change = gates["no_regression"].interval
     assert change["lower"] < gates["no_regression"].value < change["upper"]
@@ -110,35 +113,35 @@ def _intervals(change=None, gap=None, macro=(0.85, 0.95)):
 def test_regression_within_noise_fails_by_default_and_passes_only_when_significance_is_required():
     results = te._results(baseline=True, macro=0.87)  # change -0.03 against a tolerance of 0.02
     noisy = _intervals(change=(-0.07, 0.01, -0.03))
-    default = evaluation.evaluate_gates(results, te.SETTINGS, te.GROUPS, {}, noisy)[2]
+    default = evaluate_gates(results, te.SETTINGS, te.GROUPS, {}, noisy)[2]
     assert default.passed is False and default.within_noise is True and "within noise" in default.summary
     lenient = GateSettings(min_label_auc=0.6, max_fairness_gap=0.1, fairness_min_count=20, require_significance=True)
-    excused = evaluation.evaluate_gates(results, lenient, te.GROUPS, {}, noisy)[2]
+    excused = evaluate_gates(results, lenient, te.GROUPS, {}, noisy)[2]
     assert excused.passed is True and "not significant" in excused.summary
-    real = evaluation.evaluate_gates(results, lenient, te.GROUPS, {}, _intervals(change=(-0.045, -0.021, -0.03)))[2]
+    real = evaluate_gates(results, lenient, te.GROUPS, {}, _intervals(change=(-0.045, -0.021, -0.03)))[2]
     assert real.passed is False and real.within_noise is False  # significant and beyond the tolerance
     with pytest.raises(ValueError, match="requires significance"):
-        evaluation.evaluate_gates(results, lenient, te.GROUPS, {}, _intervals())
+        evaluate_gates(results, lenient, te.GROUPS, {}, _intervals())
 
 
 def test_fairness_gap_beyond_the_limit_is_excused_only_when_not_significant():
     results = te._results(cross={("race=x", "race=y"): {"a": 0.2, "b": 0.0}})
     lenient = GateSettings(min_label_auc=0.6, max_fairness_gap=0.1, fairness_min_count=20, require_significance=True)
     noisy = _intervals(gap=(-0.05, 0.45, 0.2))
-    strict = evaluation.evaluate_gates(results, te.SETTINGS, te.GROUPS, {}, noisy)[-1]
+    strict = evaluate_gates(results, te.SETTINGS, te.GROUPS, {}, noisy)[-1]
     assert strict.passed is False and strict.within_noise is True
-    excused = evaluation.evaluate_gates(results, lenient, te.GROUPS, {}, noisy)[-1]
+    excused = evaluate_gates(results, lenient, te.GROUPS, {}, noisy)[-1]
     pair = excused.details[0]["pairs"][0]
     assert excused.passed is True and pair["excused"] and "passed as not significant" in excused.summary
-    significant = evaluation.evaluate_gates(results, lenient, te.GROUPS, {}, _intervals(gap=(0.12, 0.28, 0.2)))[-1]
+    significant = evaluate_gates(results, lenient, te.GROUPS, {}, _intervals(gap=(0.12, 0.28, 0.2)))[-1]
     assert significant.passed is False and significant.details[0]["pairs"][0]["excused"] is False
 
 
 def test_macro_floor_records_its_interval_and_whether_it_is_within_noise():
     results = te._results(macro=0.9)
     close = GateSettings(min_macro_auc=0.88, min_label_auc=0.6, max_fairness_gap=0.1)
-    gate = evaluation.evaluate_gates(results, close, te.GROUPS, {}, _intervals())[0]
+    gate = evaluate_gates(results, close, te.GROUPS, {}, _intervals())[0]
     assert gate.passed is True and gate.within_noise is True and gate.interval["lower"] == 0.85
-    far = evaluation.evaluate_gates(results, te.SETTINGS, te.GROUPS, {}, _intervals())[0]
+    far = evaluate_gates(results, te.SETTINGS, te.GROUPS, {}, _intervals())[0]
     assert far.within_noise is False
-    assert evaluation.evaluate_gates(results, te.SETTINGS, te.GROUPS, {})[0].within_noise is None  # no intervals
+    assert evaluate_gates(results, te.SETTINGS, te.GROUPS, {})[0].within_noise is None  # no intervals

@@ -11,16 +11,25 @@ import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.writers import eval_config_writer
 
-from components import evaluation, fast_metrics
+from components import fast_metrics
 from components.base import labels
-from components.evaluation import GateSettings
+from components.evaluation.eval_config import (
+    AGGREGATE,
+    AUC_CLASS_NAMES,
+    MACRO_AUC,
+    build_eval_config,
+    gates_from_eval_config,
+)
+from components.evaluation.gates import GATE_OTHER, evaluate_gates, is_blessed
+from components.evaluation.results import BASELINE, CANDIDATE, DIFF, EvalResults, load_eval_results
+from components.evaluation.settings import GateSettings
 
 LABELS3 = ("cat", "dog", "bird")
 RACE_GROUPS = {labels.RACE_NAME_KEY: ("x", "y", "z")}
 
 
 def _auc_metric(spec: tfma.MetricsSpec) -> tfma.MetricConfig:
-    return next(m for m in spec.metrics if m.class_name in evaluation.AUC_CLASS_NAMES)
+    return next(m for m in spec.metrics if m.class_name in AUC_CLASS_NAMES)
 
 
 def _per_label_specs(config: tfma.EvalConfig) -> list[tfma.MetricsSpec]:
@@ -29,7 +38,7 @@ def _per_label_specs(config: tfma.EvalConfig) -> list[tfma.MetricsSpec]:
 
 def test_eval_config_for_a_three_label_list():
     gates = GateSettings(min_label_auc=0.6, label_auc_floors=(("dog", 0.8),))
-    config = evaluation.build_eval_config(LABELS3, gates, fairness_exempt={}, shared_rows=False)
+    config = build_eval_config(LABELS3, gates, fairness_exempt={}, shared_rows=False)
     per_label = _per_label_specs(config)
     assert [list(s.binarize.class_ids.values) for s in per_label] == [[0], [1], [2]]
     expected = {"AUC", "AUCPrecisionRecall", "Precision", "Recall", "F1Score", "MeanLabel", "MeanPrediction",
@@ -50,21 +59,21 @@ def test_eval_config_for_a_three_label_list():
     # TFMA applies an unscoped threshold to every slice and class: every threshold here is scoped.
     assert not any(m.HasField("threshold") for s in config.metrics_specs for m in s.metrics)
     # The gate reads its settings back from the config the Evaluator ran with.
-    settings, groups, exempt = evaluation.gates_from_eval_config(config, LABELS3, gates.fairness_min_count)
+    settings, groups, exempt = gates_from_eval_config(config, LABELS3, gates.fairness_min_count)
     assert settings == GateSettings(min_label_auc=None, label_auc_floors=(("cat", 0.6), ("dog", 0.8), ("bird", 0.6)))
     assert groups == {labels.GENDER_NAME_KEY: labels.GENDER_NAMES, labels.RACE_NAME_KEY: labels.RACE_NAMES}
     assert exempt == {labels.GENDER_NAME_KEY: (), labels.RACE_NAME_KEY: ()}
 
 
 def test_default_config_uses_the_shared_rows_classes_for_every_per_label_metric():
-    stock = evaluation.build_eval_config(LABELS3, fairness_exempt={}, shared_rows=False)
-    fast = evaluation.build_eval_config(LABELS3, fairness_exempt={})
+    stock = build_eval_config(LABELS3, fairness_exempt={}, shared_rows=False)
+    fast = build_eval_config(LABELS3, fairness_exempt={})
     pairs = [(a, b) for sa, sb in zip(stock.metrics_specs, fast.metrics_specs, strict=True)
              for a, b in zip(sa.metrics, sb.metrics, strict=True)]
     replaced = [(a.class_name, b.class_name) for a, b in pairs if a.class_name != b.class_name]
     assert {a for a, _ in replaced} == set(fast_metrics.REPLACEMENTS)
     assert all(b == fast_metrics.REPLACEMENTS[a] for a, b in replaced)
-    assert fast_metrics.REPLACEMENTS["AUC"] in evaluation.AUC_CLASS_NAMES  # the gate reads it back
+    assert fast_metrics.REPLACEMENTS["AUC"] in AUC_CLASS_NAMES  # the gate reads it back
     assert all(b.module == fast_metrics.__name__ for a, b in pairs if a.class_name != b.class_name)
     # Nothing else differs: same configs (names, grids), thresholds, slices.
     for a, b in pairs:
@@ -73,7 +82,7 @@ def test_default_config_uses_the_shared_rows_classes_for_every_per_label_metric(
 
 
 def test_default_labels_are_not_compared_across_the_attribute_that_defines_them():
-    config = evaluation.build_eval_config()
+    config = build_eval_config()
     compared = {}
     for name, spec in zip(labels.LABEL_NAMES, _per_label_specs(config), strict=True):
         compared[name] = {k for t in _auc_metric(spec).cross_slice_thresholds
@@ -85,12 +94,12 @@ def test_default_labels_are_not_compared_across_the_attribute_that_defines_them(
 
 def test_gates_that_are_off_leave_no_thresholds():
     gates = GateSettings(max_fairness_gap=None, max_auc_regression=None)  # and no label floor: the default
-    config = evaluation.build_eval_config(LABELS3, gates)
+    config = build_eval_config(LABELS3, gates)
     assert not config.cross_slicing_specs
     assert not any(_auc_metric(s).per_slice_thresholds for s in _per_label_specs(config))
-    macro = next(m for s in config.metrics_specs for m in s.metrics if evaluation.MACRO_AUC in m.config)
+    macro = next(m for s in config.metrics_specs for m in s.metrics if MACRO_AUC in m.config)
     assert not macro.per_slice_thresholds[0].threshold.HasField("change_threshold")
-    settings, groups, _ = evaluation.gates_from_eval_config(config, LABELS3, 20)
+    settings, groups, _ = gates_from_eval_config(config, LABELS3, 20)
     assert settings == gates and groups == {}
 
 
@@ -106,7 +115,7 @@ def test_gates_that_are_off_leave_no_thresholds():
 )
 def test_gate_settings_reject_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        evaluation.build_eval_config(LABELS3, GateSettings(**kwargs))
+        build_eval_config(LABELS3, GateSettings(**kwargs))
 
 
 # --- gates through real TFMA --------------------------------------------------------------------
@@ -180,7 +189,7 @@ def _write_examples(path, candidate: dict, baseline: dict, seed: int = 0) -> Non
 
 def _run_tfma(data, out: str, echo_models, gates: GateSettings, shared_rows: bool = True) -> None:
     # The examples hold the labels and slice features already (no Transform signature in the echo models).
-    config = evaluation.build_eval_config(
+    config = build_eval_config(
         LABELS3, gates, fairness_groups=RACE_GROUPS, fairness_exempt={}, shared_rows=shared_rows, preprocessing=False
     )
     config = tfma.utils.update_eval_config_with_defaults(config, has_baseline=True, rubber_stamp=True)
@@ -198,11 +207,11 @@ def _evaluate(tmp_path, echo_models, gates: GateSettings, candidate: dict, basel
     out = str(tmp_path / "evaluation")
     _run_tfma(data, out, echo_models, gates)
     written = eval_config_writer.load_eval_run(out)[0]
-    settings, groups, exempt = evaluation.gates_from_eval_config(written, LABELS3, gates.fairness_min_count)
+    settings, groups, exempt = gates_from_eval_config(written, LABELS3, gates.fairness_min_count)
     assert settings == gates  # the gate judges exactly what TFMA was configured with
-    results = evaluation.load_eval_results(out, LABELS3)
-    gate_results = evaluation.evaluate_gates(results, settings, groups, exempt)
-    return results, {g.name: g for g in gate_results}, evaluation.is_blessed(gate_results)
+    results = load_eval_results(out, LABELS3)
+    gate_results = evaluate_gates(results, settings, groups, exempt)
+    return results, {g.name: g for g in gate_results}, is_blessed(gate_results)
 
 
 GATES = GateSettings(min_macro_auc=0.7, max_auc_regression=0.02, min_label_auc=0.6, max_fairness_gap=0.15,
@@ -245,18 +254,18 @@ def test_every_gate_fails_on_a_bad_candidate(tmp_path, echo_models):
 # --- gate logic on hand-made results -------------------------------------------------------------
 
 
-def _results(failures=(), cross=None, baseline=False, macro=0.9) -> evaluation.EvalResults:
+def _results(failures=(), cross=None, baseline=False, macro=0.9) -> EvalResults:
     """Two labels, race groups x and y with 50 positives and 50 negatives each."""
     slices = {"overall": {}, "race=x": {labels.RACE_NAME_KEY: "x"}, "race=y": {labels.RACE_NAME_KEY: "y"}}
     candidate = {}
     for name in slices:
         per_label = {label: {"auc": 0.9, "mean_label": 0.5} for label in ("a", "b")}
-        candidate[name] = {evaluation.AGGREGATE: {"example_count": 100.0, evaluation.MACRO_AUC: macro}, **per_label}
-    metrics = {evaluation.CANDIDATE: candidate}
+        candidate[name] = {AGGREGATE: {"example_count": 100.0, MACRO_AUC: macro}, **per_label}
+    metrics = {CANDIDATE: candidate}
     if baseline:
-        metrics[evaluation.BASELINE] = {"overall": {evaluation.AGGREGATE: {evaluation.MACRO_AUC: 0.9}}}
-        metrics[evaluation.DIFF] = {"overall": {evaluation.AGGREGATE: {evaluation.MACRO_AUC: macro - 0.9}}}
-    return evaluation.EvalResults(
+        metrics[BASELINE] = {"overall": {AGGREGATE: {MACRO_AUC: 0.9}}}
+        metrics[DIFF] = {"overall": {AGGREGATE: {MACRO_AUC: macro - 0.9}}}
+    return EvalResults(
         label_names=("a", "b"), metrics=metrics, slices=slices,
         cross_auc={("race=x", "race=y"): {"a": 0.0, "b": 0.0}} if cross is None else cross,
         failures=list(failures), missing_slices=[], missing_thresholds=False, validation_ok=not failures,
@@ -268,36 +277,36 @@ GROUPS = {labels.RACE_NAME_KEY: ("x", "y")}
 
 
 def test_hand_made_results_pass():
-    gates = evaluation.evaluate_gates(_results(), SETTINGS, GROUPS, {})
+    gates = evaluate_gates(_results(), SETTINGS, GROUPS, {})
     assert [g.passed for g in gates] == [True, True, None, True]
-    assert evaluation.is_blessed(gates)
+    assert is_blessed(gates)
 
 
 def test_a_tfma_failure_no_gate_explains_blocks_blessing():
     failure = {"metric": "recall", "label": "a", "is_diff": False, "value": 0.1, "message": "", "slice": "race=x"}
-    gates = evaluation.evaluate_gates(_results(failures=[failure]), SETTINGS, GROUPS, {})
-    assert gates[-1].name == evaluation.GATE_OTHER and gates[-1].passed is False
-    assert not evaluation.is_blessed(gates)
+    gates = evaluate_gates(_results(failures=[failure]), SETTINGS, GROUPS, {})
+    assert gates[-1].name == GATE_OTHER and gates[-1].passed is False
+    assert not is_blessed(gates)
 
 
 def test_a_judged_comparison_without_a_value_fails():
-    gates = evaluation.evaluate_gates(_results(cross={}), SETTINGS, GROUPS, {})
+    gates = evaluate_gates(_results(cross={}), SETTINGS, GROUPS, {})
     fairness = gates[-1]
     assert fairness.name == "fairness_race" and fairness.passed is False
-    assert not evaluation.is_blessed(gates)
+    assert not is_blessed(gates)
 
 
 def test_regression_gate_needs_a_baseline_and_judges_the_change():
-    assert evaluation.evaluate_gates(_results(), SETTINGS, GROUPS, {})[2].passed is None
-    worse = evaluation.evaluate_gates(_results(baseline=True, macro=0.85), SETTINGS, GROUPS, {})
+    assert evaluate_gates(_results(), SETTINGS, GROUPS, {})[2].passed is None
+    worse = evaluate_gates(_results(baseline=True, macro=0.85), SETTINGS, GROUPS, {})
     assert worse[2].passed is False and worse[2].value == pytest.approx(-0.05)
-    same = evaluation.evaluate_gates(_results(baseline=True, macro=0.89), SETTINGS, GROUPS, {})
+    same = evaluate_gates(_results(baseline=True, macro=0.89), SETTINGS, GROUPS, {})
     assert same[2].passed is True
 
 
 def test_missing_macro_auc_fails_the_floor():
-    gates = evaluation.evaluate_gates(_results(macro=None), SETTINGS, GROUPS, {})
-    assert gates[0].passed is False and not evaluation.is_blessed(gates)
+    gates = evaluate_gates(_results(macro=None), SETTINGS, GROUPS, {})
+    assert gates[0].passed is False and not is_blessed(gates)
 
 
 def _leaves(message) -> dict[str, object]:

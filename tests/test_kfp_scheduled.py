@@ -21,6 +21,8 @@ import time
 import pytest
 
 from components import synthetic_data
+from components.evaluation.settings import GateSettings
+from components.trainer.config import TrainerConfig
 from pipeline import kubeflow
 from pipeline import pipeline as pipeline_def
 from pipeline.config import PipelineConfig
@@ -40,10 +42,9 @@ def _config(root) -> PipelineConfig:
         pipeline_name="facepipe-kfp",
         train_buckets=1,  # 50/50: every label has positives and negatives in a tiny eval split
         eval_buckets=1,
-        image_size=32,
-        epochs=2,
-        min_macro_auc=0.0,  # tiny data: the gates themselves are tested elsewhere
-        max_auc_regression=1.0,  # run 2 must be able to replace run 1's model
+        trainer=TrainerConfig(image_size=32, epochs=2),
+        # tiny data: the gates themselves are tested elsewhere; run 2 must be able to replace run 1's model
+        gates=GateSettings(min_macro_auc=0.0, max_auc_regression=1.0),
     )
 
 

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from components import evaluation
+from components.evaluation.results import BASELINE
 from pipeline import beam_canary, beam_profiles
 from pipeline import pipeline as pipeline_def
 from pipeline.run_summary import component_runs
@@ -189,7 +189,7 @@ def _metrics(uri: str) -> dict[str, float]:
         slice_name = str(tfma.slicer.deserialize_slice_key(slice_metrics.slice_key))
         for item in slice_metrics.metric_keys_and_values:
             key, value = item.key, item.value
-            if key.model_name == evaluation.BASELINE or key.is_diff or not value.HasField("double_value"):
+            if key.model_name == BASELINE or key.is_diff or not value.HasField("double_value"):
                 continue
             values[f"{slice_name} | {key.name} | {str(key.sub_key).strip()}"] = value.double_value.value
     return values

@@ -15,7 +15,9 @@ from tfx import v1 as tfx
 
 from components import synthetic_data
 from components.base import labels
-from components.trainer import train
+from components.evaluation.settings import GateSettings
+from components.trainer.config import TrainerConfig
+from components.trainer.embeddings import EMBED_LOG_PREFIX
 from pipeline import pipeline as pipeline_def
 from pipeline.config import PipelineConfig
 from pipeline.local_run import run_local
@@ -49,8 +51,7 @@ def _config(root, data_dir: str, **overrides) -> PipelineConfig:
         pipeline_root=str(root / "pipeline_root"),
         serving_dir=str(root / "serving"),
         metadata_path=str(root / "pipeline_root" / "metadata.sqlite"),
-        image_size=96,
-        epochs=10,
+        trainer=TrainerConfig(image_size=96, epochs=10),
     )
     values.update(overrides)
     return PipelineConfig(**values)
@@ -74,7 +75,7 @@ def test_shuffled_labels_are_not_blessed_even_as_first_model(tmp_path, shuffled_
     assert summary["error"] is None
     assert summary["blessed"] is False and summary["pushed_model"] is None
     assert summary["baseline_model"] is None  # first model: no baseline to lean on
-    assert summary["macro_auc"] < config.min_macro_auc
+    assert summary["macro_auc"] < config.gates.min_macro_auc
     assert any("macro_auc" in reason for reason in summary["blessing_reasons"])
     assert _versions(config) == []
 
@@ -82,13 +83,13 @@ def test_shuffled_labels_are_not_blessed_even_as_first_model(tmp_path, shuffled_
 def test_model_worse_than_serving_is_not_pushed(tmp_path, shuffled_dir):
     good_dir = _generate(tmp_path / "good", 160, seed=12)
     # The floor is off here so that only the comparison with the serving model can stop the push.
-    first = run_local(_config(tmp_path, good_dir, min_macro_auc=0.0), out=io.StringIO())
+    first = run_local(_config(tmp_path, good_dir, gates=GateSettings(min_macro_auc=0.0)), out=io.StringIO())
     assert first["blessed"] is True and first["pushed_model"]
-    config = _config(tmp_path, shuffled_dir, min_macro_auc=0.0)
+    config = _config(tmp_path, shuffled_dir, gates=GateSettings(min_macro_auc=0.0))
     second = run_local(config, out=io.StringIO())
     assert second["error"] is None
     assert second["baseline_model"] is not None
-    assert second["macro_auc"] < first["macro_auc"] - config.max_auc_regression
+    assert second["macro_auc"] < first["macro_auc"] - config.gates.max_auc_regression
     assert second["blessed"] is False and second["pushed_model"] is None
     assert any("change in macro_auc" in reason for reason in second["blessing_reasons"]), second
     assert _versions(config) == [os.path.basename(first["pushed_model"])]
@@ -131,7 +132,7 @@ def test_killed_run_resumes_from_cache_and_pushes_once(tmp_path):
     try:
         # Killed inside the Trainer's work: on the first line its embedding loop writes to the run's log.
         # The deadline also fires when no such line (or nothing at all) arrives.
-        line = _wait_for_log_line(root / "logs", train.EMBED_LOG_PREFIX, victim, deadline_s=300)
+        line = _wait_for_log_line(root / "logs", EMBED_LOG_PREFIX, victim, deadline_s=300)
     finally:
         if victim.poll() is None:
             os.killpg(victim.pid, signal.SIGKILL)

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from components import evaluation
+from components.evaluation.eval_config import AGGREGATE, MACRO_AUC
+from components.evaluation.results import BASELINE, CANDIDATE, DIFF
 from pipeline.report import html, model_card
 
 LABELS2 = ("cat", "dog")
@@ -29,7 +30,7 @@ def _report(pushed: bool) -> dict:
     candidate = {}
     for s in slices:
         candidate[s["name"]] = {
-            evaluation.AGGREGATE: {"example_count": s["example_count"], evaluation.MACRO_AUC: 0.81,
+            AGGREGATE: {"example_count": s["example_count"], MACRO_AUC: 0.81,
                                    "micro_auc": 0.83},
             "cat": {"auc": 0.91, "auc_precision_recall": 0.8, "precision": 0.7, "recall": 0.6, "f1_score": 0.65,
                     "mean_label": 0.5, "mean_prediction": 0.45},
@@ -66,13 +67,13 @@ def _report(pushed: bool) -> dict:
         "evaluation": {
             "available": True, "has_baseline": True, "slices": slices,
             "metrics": {
-                evaluation.CANDIDATE: candidate,
-                evaluation.BASELINE: {"overall": {evaluation.AGGREGATE: {evaluation.MACRO_AUC: 0.8},
+                CANDIDATE: candidate,
+                BASELINE: {"overall": {AGGREGATE: {MACRO_AUC: 0.8},
                                                   "cat": {"auc": 0.9}, "dog": {"auc": 0.7}}},
-                evaluation.DIFF: {"overall": {evaluation.AGGREGATE: {evaluation.MACRO_AUC: 0.01},
+                DIFF: {"overall": {AGGREGATE: {MACRO_AUC: 0.01},
                                               "cat": {"auc": 0.01}, "dog": {"auc": 0.01}}},
             },
-            "per_label": {name: {evaluation.CANDIDATE: {
+            "per_label": {name: {CANDIDATE: {
                 "roc": [[0.0, 0.5], [0.2, 0.8], [1.0, 1.0]], "pr": [[0.5, 0.9], [1.0, 0.5]],
                 "calibration": [[0.0, 0.5, 100, 0.2, 0.25], [0.5, 1.0, 100, 0.8, 0.7]]}} for name in LABELS2},
             "co_prediction": {"threshold": 0.5, "rates": [[0.6, 0.2], [0.3, 0.3]]},
@@ -124,7 +125,7 @@ def test_html_is_self_contained():
 
 def test_slices_with_few_positives_are_marked_and_aucs_of_one_class_slices_are_not_shown():
     report = _report(pushed=True)
-    report["evaluation"]["metrics"][evaluation.CANDIDATE]["race=y"]["dog"].update(mean_label=0.0, auc=0.0)
+    report["evaluation"]["metrics"][CANDIDATE]["race=y"]["dog"].update(mean_label=0.0, auc=0.0)
     page = html.render_html(report)
     row = re.search(r"<tr><td class=\"l\">race=y</td>.*?</tr>", page).group(0)  # first table: AUC
     assert "0 positives / 80 negatives" in row and ">n/a<" in row and ">0.000<" not in row
@@ -173,7 +174,7 @@ def test_report_numbers_come_from_the_real_evaluator_output(first_report, e2e_ru
         for metric in ("auc_precision_recall", "precision", "recall", "f1_score", "mean_label", "mean_prediction"):
             assert metric in overall[name], (name, metric)
         assert report["evaluation"]["per_label"][name]["candidate"]["roc"]
-    assert overall[evaluation.AGGREGATE]["micro_auc"] is not None
+    assert overall[AGGREGATE]["micro_auc"] is not None
     gates = {g["name"]: g for g in report["verdict"]["gates"]}
     assert set(gates) == {"macro_auc_floor", "label_auc_floors", "no_regression", "fairness_race", "fairness_gender"}
     assert gates["macro_auc_floor"]["passed"] is True and gates["no_regression"]["passed"] is None
@@ -184,7 +185,7 @@ def test_report_numbers_come_from_the_real_evaluator_output(first_report, e2e_ru
     assert data["quarantined"]["by_reason"] == first["quarantined_by_reason"]
     assert data["anomalies"] == []
     eval_positives = data["splits"]["eval"]["label_positives"]
-    count = overall[evaluation.AGGREGATE]["example_count"]
+    count = overall[AGGREGATE]["example_count"]
     for name in labels.LABEL_NAMES:  # the same eval split seen by the data summary and by TFMA
         assert eval_positives[name] == round(overall[name]["mean_label"] * count)
 

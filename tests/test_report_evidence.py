@@ -231,14 +231,15 @@ def test_index_lists_the_three_runs_in_order_and_the_refused_one_says_why(runs):
 
 @pytest.mark.e2e
 def test_gate_records_carry_intervals_from_the_evaluators_own_rows(runs):
-    from components import evaluation, uncertainty
+    from components import uncertainty
     from components.base import labels
+    from components.evaluation.gates import read_gates
     from pipeline import pipeline as pipeline_def
     from pipeline.run_summary import component_runs
 
     config, first, _, third, store = runs
     component = component_runs(store, first["run_id"])
-    record = evaluation.read_gates(component[pipeline_def.EVALUATION_GATE].outputs["blessing"][0].uri)
+    record = read_gates(component[pipeline_def.EVALUATION_GATE].outputs["blessing"][0].uri)
     table = eval_table.load_eval_table(component[pipeline_def.EVALUATOR].outputs["evaluation"][0].uri,
                                        labels.LABEL_NAMES)
     assert record["eval_examples"] == len(table) == first["ingested_by_split"]["eval"]

@@ -10,6 +10,7 @@ Trainer and everything after it).
 """
 
 import csv
+import dataclasses
 import glob
 import io
 import os
@@ -18,7 +19,9 @@ import pytest
 
 from components import synthetic_data
 from components.base import labels
+from components.evaluation.settings import GateSettings
 from components.trainer import tflite_export
+from components.trainer.config import TrainerConfig
 from pipeline.config import PipelineConfig
 from pipeline.local_run import run_local
 from tests.conftest import E2E_NUM_IMAGES
@@ -39,16 +42,15 @@ def tflite_runs(tmp_path_factory):
         pipeline_name="facepipe-tflite",
         train_buckets=1,
         eval_buckets=1,
-        image_size=64,
-        epochs=3,
-        min_macro_auc=0.0,
-        max_auc_regression=1.0,  # the int8 run is compared with the float run's model; not what is tested here
-        embedding_engine="tflite",
-        tflite_cache_dir=str(root / "tflite_cache"),
-        export_tflite="float",
+        trainer=TrainerConfig(
+            image_size=64, epochs=3, embedding_engine="tflite", tflite_cache_dir=str(root / "tflite_cache"),
+            export_tflite="float",
+        ),
+        # the int8 run is compared with the float run's model; not what is tested here
+        gates=GateSettings(min_macro_auc=0.0, max_auc_regression=1.0),
     )
     float_run = run_local(config, out=io.StringIO())
-    int8_config = PipelineConfig(**{**config.__dict__, "export_tflite": "int8"})
+    int8_config = dataclasses.replace(config, trainer=dataclasses.replace(config.trainer, export_tflite="int8"))
     int8_run = run_local(int8_config, out=io.StringIO())
     return config, float_run, int8_run
 
@@ -120,10 +122,10 @@ def test_kubeflow_spec_runs_the_tflite_evaluator_before_the_gate(tmp_path):
     from pipeline import pipeline as pipeline_def
     from tests.kfp_helpers import IMAGE, kfp_config, kfp_graph, local_graph
 
-    config = kfp_config(export_tflite="int8")
+    config = kfp_config(trainer=TrainerConfig(epochs=7, export_tflite="int8"))
     spec = kubeflow.compile_pipeline(config, IMAGE, str(tmp_path / "facepipe.yaml"))
     kfp_edges, kfp_wiring = kfp_graph(spec)
-    nodes, edges, wiring = local_graph(kfp_config(export_tflite="int8", metadata_path=None))
+    nodes, edges, wiring = local_graph(kfp_config(trainer=TrainerConfig(epochs=7, export_tflite="int8"), metadata_path=None))
     assert pipeline_def.TFLITE_EVALUATOR in spec["root"]["dag"]["tasks"] and set(spec["root"]["dag"]["tasks"]) == nodes
     assert (kfp_edges, kfp_wiring) == (edges, wiring)
     assert (pipeline_def.EVALUATION_GATE, "tflite_evaluation", pipeline_def.TFLITE_EVALUATOR, "evaluation") in wiring

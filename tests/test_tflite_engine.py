@@ -16,6 +16,7 @@ from PIL import Image
 from components import cpus
 from components.base import labels
 from components.trainer import backbones, data, model, tflite_engine, train
+from components.trainer.embeddings import embed, tf_embedder
 
 SIZE = 64
 
@@ -138,7 +139,7 @@ def test_a_cached_conversion_is_read_not_converted_again(extractor, tmp_path):
 def test_tflite_embeddings_match_tf_within_the_tolerance(extractor, converted):
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, size=(6, SIZE, SIZE, 3)).astype(np.float32)
-    expected = train.tf_embedder(extractor)(tf.constant(images))
+    expected = tf_embedder(extractor)(tf.constant(images))
     got = tflite_engine.TFLiteEmbedder(converted[1].model, num_threads=1)(images)
     check = tflite_engine.compare_embeddings(expected, got)
     assert check.passed, check
@@ -147,13 +148,13 @@ def test_tflite_embeddings_match_tf_within_the_tolerance(extractor, converted):
 
 def test_the_engine_embeds_like_tf_and_records_the_check(extractor, converted, dataset, caplog):
     cache, _ = converted
-    tf_path = train.tf_embedder(extractor)
+    tf_path = tf_embedder(extractor)
     embedder, report = tflite_engine.select_embedder(
         "tflite", extractor, tf_path, "efficientnet_lite0", SIZE, None, cache_dir=cache
     )
     with caplog.at_level(logging.INFO, logger=tflite_engine.__name__):
-        lite = train.embed(embedder, dataset, SIZE)
-    reference = train.embed(extractor, dataset, SIZE)
+        lite = embed(embedder, dataset, SIZE)
+    reference = embed(extractor, dataset, SIZE)
     assert report.used == "tflite" and report.cache_hit and report.check.passed and report.check.images == 8
     assert report.threads == cpus.available_cpus()
     assert np.abs(lite.embeddings - reference.embeddings).max() <= report.check.tolerance
@@ -165,7 +166,7 @@ def test_auto_falls_back_to_tf_when_the_conversion_fails(extractor, dataset, tmp
     def failing_convert(m, size):
         raise RuntimeError("'tfl.some_op' op is neither a custom op nor a flex op\nmore detail")
 
-    tf_path = train.tf_embedder(extractor)
+    tf_path = tf_embedder(extractor)
     with caplog.at_level(logging.WARNING, logger=tflite_engine.__name__):
         embedder, report = tflite_engine.select_embedder(
             "auto", extractor, tf_path, "efficientnet_lite0", SIZE, 10**6, cache_dir=str(tmp_path),
@@ -174,7 +175,7 @@ def test_auto_falls_back_to_tf_when_the_conversion_fails(extractor, dataset, tmp
     assert embedder is tf_path and report.used == "tf" and "conversion of efficientnet_lite0 failed" in report.fallback
     assert "neither a custom op" in report.fallback and "more detail" not in report.fallback
     assert any("embedding with TensorFlow instead" in r.getMessage() for r in caplog.records)
-    assert train.embed(embedder, dataset, SIZE).embeddings.shape == (20, 1280)
+    assert embed(embedder, dataset, SIZE).embeddings.shape == (20, 1280)
     with pytest.raises(RuntimeError, match="neither a custom op"):  # asked for tflite: no silent fallback
         tflite_engine.select_embedder(
             "tflite", extractor, tf_path, "efficientnet_lite0", SIZE, 10**6, cache_dir=str(tmp_path),
@@ -183,26 +184,26 @@ def test_auto_falls_back_to_tf_when_the_conversion_fails(extractor, dataset, tmp
 
 
 def test_a_failed_check_falls_back_to_tf_in_auto_and_stops_tflite(extractor, dataset):
-    tf_path = train.tf_embedder(extractor)
+    tf_path = tf_embedder(extractor)
 
     def wrong(images):  # a broken conversion: e.g. a lost normalization
         return tf_path(tf.constant(images)) + 0.5
 
     report = tflite_engine.EngineReport("auto", "tflite", "test")
     auto = tflite_engine.CheckedEmbedder(tf_path, {2: wrong}, report, strict=False)
-    embedded = train.embed(auto, dataset, SIZE)
-    np.testing.assert_allclose(embedded.embeddings, train.embed(extractor, dataset, SIZE).embeddings, atol=1e-6)
+    embedded = embed(auto, dataset, SIZE)
+    np.testing.assert_allclose(embedded.embeddings, embed(extractor, dataset, SIZE).embeddings, atol=1e-6)
     assert report.used == "tf" and not report.check.passed and "differ from TensorFlow's" in report.fallback
     report = tflite_engine.EngineReport("tflite", "tflite", "t")
     strict = tflite_engine.CheckedEmbedder(tf_path, {2: wrong}, report, strict=True)
     with pytest.raises(RuntimeError, match="refuses them"):
-        train.embed(strict, dataset, SIZE)
+        embed(strict, dataset, SIZE)
 
 
 def test_auto_keeps_the_fastest_of_tf_and_each_thread_count(extractor, dataset, caplog):
     import time
 
-    tf_path = train.tf_embedder(extractor)
+    tf_path = tf_embedder(extractor)
     known = {}
     for batch in dataset:
         images = data.decode_images(batch[labels.IMAGE_KEY], SIZE)
@@ -217,14 +218,14 @@ def test_auto_keeps_the_fastest_of_tf_and_each_thread_count(extractor, dataset, 
 
     report = tflite_engine.EngineReport("auto", "tflite", "test", threads=2)
     with caplog.at_level(logging.INFO, logger=tflite_engine.__name__):
-        train.embed(tflite_engine.CheckedEmbedder(tf_path, {2: slow, 1: fast}, report, strict=False), dataset, SIZE)
+        embed(tflite_engine.CheckedEmbedder(tf_path, {2: slow, 1: fast}, report, strict=False), dataset, SIZE)
     assert report.used == "tflite" and report.threads == 1 and not report.fallback
     assert set(report.probe) == {"tf", "tflite_2_threads", "tflite_1_threads"}
     assert report.probe["tflite_2_threads"] > 100  # ms per image: the sleeping one
     assert any("TFLite with 1 thread(s)" in r.getMessage() for r in caplog.records)
 
     report = tflite_engine.EngineReport("auto", "tflite", "test", threads=2)
-    embedded = train.embed(tflite_engine.CheckedEmbedder(tf_path, {2: slow}, report, strict=False), dataset, SIZE)
+    embedded = embed(tflite_engine.CheckedEmbedder(tf_path, {2: slow}, report, strict=False), dataset, SIZE)
     assert report.used == "tf" and "not faster than TensorFlow" in report.fallback
     assert embedded.embeddings.shape == (20, 1280)
 
@@ -238,7 +239,7 @@ def test_imagenet_lite0_embeddings_at_128px_match_tf(tmp_path):
     rng = np.random.default_rng(1)
     images = tf.image.resize(rng.uniform(0, 255, size=(32, 16, 16, 3)).astype(np.float32), [128, 128]).numpy()
     check = tflite_engine.compare_embeddings(
-        train.tf_embedder(ext)(tf.constant(images)), tflite_engine.TFLiteEmbedder(converted.model)(images)
+        tf_embedder(ext)(tf.constant(images)), tflite_engine.TFLiteEmbedder(converted.model)(images)
     )
     assert check.passed and check.max_abs_diff < 1e-4, check
 
@@ -252,7 +253,7 @@ def test_keras_backbones_convert_and_match_tf_with_random_weights(name, tmp_path
     converted = tflite_engine.load_or_convert(ext, name, 32, str(tmp_path))
     images = np.random.default_rng(2).uniform(0, 255, size=(4, 32, 32, 3)).astype(np.float32)
     check = tflite_engine.compare_embeddings(
-        train.tf_embedder(ext)(tf.constant(images)), tflite_engine.TFLiteEmbedder(converted.model)(images)
+        tf_embedder(ext)(tf.constant(images)), tflite_engine.TFLiteEmbedder(converted.model)(images)
     )
     assert check.passed, check
 
@@ -261,8 +262,7 @@ def test_keras_backbones_convert_and_match_tf_with_random_weights(name, tmp_path
 
 
 def test_config_choices_are_the_modules_choices():
-    from components.trainer import tflite_export
-    from pipeline import config
+    from components.trainer import config, tflite_export
 
     assert config.EMBEDDING_ENGINES == tflite_engine.ENGINES
     assert config.TFLITE_EXPORTS == tflite_export.EXPORT_MODES
@@ -283,7 +283,8 @@ def test_tflite_flags_reach_the_trainer_and_add_the_tflite_evaluator(tmp_path):
         return config, {c.id: c for c in pipeline_def.create_pipeline(config).components}
 
     config, components = build([])
-    assert (config.embedding_engine, config.export_tflite, config.max_tflite_auc_drop) == ("auto", "none", 0.01)
+    assert (config.trainer.embedding_engine, config.trainer.export_tflite, config.max_tflite_auc_drop) == (
+        "auto", "none", 0.01)
     assert pipeline_def.TFLITE_EVALUATOR not in components
     config, components = build("--embedding-engine tf --export-tflite int8 --max-tflite-auc-drop 0.005 "
                                "--tflite-cache-dir /c".split())

@@ -15,8 +15,9 @@ import tensorflow as tf
 import tf_keras
 from PIL import Image
 
-from components import evaluation, predict, tflite_gate
+from components import predict, tflite_gate
 from components.base import labels
+from components.evaluation.gates import GATE_MACRO
 from components.tflite_predict import TFLiteImages
 from components.trainer import backbones, data, export, model, tflite_engine, tflite_export, train
 from pipeline.report import on_device
@@ -121,7 +122,7 @@ def test_the_tflite_gate_refuses_a_worse_or_unscored_on_device_model():
     assert tflite_gate.tflite_gate(None, 0.82, 0.01, model_has_tflite=False) is None
     unscored = tflite_gate.tflite_gate(None, 0.82, 0.01, model_has_tflite=True)
     assert unscored.passed is False and "no TFLiteEvaluator" in unscored.summary
-    gates = {"blessed": True, "gates": [{"name": evaluation.GATE_MACRO, "value": 0.82, "passed": True}]}
+    gates = {"blessed": True, "gates": [{"name": GATE_MACRO, "value": 0.82, "passed": True}]}
     assert tflite_gate.savedmodel_macro_auc(gates) == 0.82
     judged = tflite_gate.apply(gates, failed)
     assert judged["blessed"] is False and judged["gates"][-1]["name"] == tflite_gate.GATE_TFLITE

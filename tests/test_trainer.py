@@ -1,4 +1,4 @@
-"""Model building, freezing, head training on cached embeddings, and the exported signatures."""
+"""Model building, freezing, head training on real images, fine-tuning, and the exported signatures."""
 
 import io
 import json
@@ -11,6 +11,10 @@ from PIL import Image
 
 from components.base import labels
 from components.trainer import backbones, export, model, train
+from components.trainer.batches import batch_indices, image_batches
+from components.trainer.config import TrainerConfig
+from components.trainer.embeddings import embed
+from components.trainer.losses import WeightedBinaryCrossentropy, positive_weights
 
 IMAGE_SIZE = 64
 N_LABELS = len(labels.LABEL_NAMES)
@@ -82,11 +86,11 @@ def test_backbone_weights_unchanged_by_training(parts, dataset):
 def test_embed_once_then_train_head(parts, dataset):
     backbone, extractor, head = parts
     ds, y = dataset
-    embedded = train.embed(extractor, ds, IMAGE_SIZE)
+    embedded = embed(extractor, ds, IMAGE_SIZE)
     assert embedded.embeddings.shape == (len(y), extractor.output_shape[-1])
     np.testing.assert_array_equal(embedded.labels, y)
     before = _weights(backbone)
-    history = train.train_head(head, embedded, None, train.TrainParams(epochs=3, batch_size=8))
+    history = train.train_head(head, embedded, None, TrainerConfig(epochs=3, batch_size=8))
     assert len(history.history["loss"]) == 3
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert not any(k.startswith("auc_") for k in history.history)  # no per-batch AUC on training batches
@@ -161,21 +165,21 @@ def test_cache_gives_the_same_head_training_as_the_uncached_path(parts, dataset)
     head_plain = model.build_head(extractor.output_shape[-1], N_LABELS, hidden_units=8, dropout=0.0)
     head_plain.set_weights(head_cached.get_weights())
     initial = _weights(head_cached)
-    params = train.TrainParams(epochs=3, batch_size=5, learning_rate=1e-2, seed=3, early_stopping_patience=0)
+    params = TrainerConfig(epochs=3, batch_size=5, learning_rate=1e-2, seed=3, early_stopping_patience=0)
 
-    cached_history = train.train_head(head_cached, train.embed(extractor, ds, IMAGE_SIZE), None, params)
+    cached_history = train.train_head(head_cached, embed(extractor, ds, IMAGE_SIZE), None, params)
 
     images, labels_ = _decoded(ds)
     full = model.build_model(extractor, head_plain)
-    train.compile_for_training(full, params.learning_rate, train.positive_weights(labels_), labels.LABEL_NAMES)
-    order = train.batch_indices(len(y), params.batch_size, params.epochs, params.seed)
+    train.compile_for_training(full, params.learning_rate, positive_weights(labels_), labels.LABEL_NAMES)
+    order = batch_indices(len(y), params.batch_size, params.epochs, params.seed)
     plain_history = full.fit(
         order.map(lambda i: (tf.gather(images, i), tf.gather(labels_, i))),
         epochs=params.epochs,
         steps_per_epoch=int(np.ceil(len(y) / params.batch_size)),
         verbose=0,
     )
-    assert isinstance(full.loss, train.WeightedBinaryCrossentropy)
+    assert isinstance(full.loss, WeightedBinaryCrossentropy)
     assert isinstance(full.optimizer, tf_keras.optimizers.Adam)
     np.testing.assert_allclose(cached_history.history["loss"], plain_history.history["loss"], rtol=1e-4)
     for a, b, w0 in zip(_weights(head_cached), _weights(head_plain), initial, strict=True):
@@ -183,75 +187,11 @@ def test_cache_gives_the_same_head_training_as_the_uncached_path(parts, dataset)
         assert not np.allclose(a, w0)  # both actually trained
 
 
-def test_batch_indices_are_seeded_permutations_per_epoch():
-    def epochs_of(seed):
-        batches = [b.numpy() for b in train.batch_indices(10, 4, 3, seed)]
-        assert [len(b) for b in batches] == [4, 4, 2] * 3  # no batch crosses an epoch
-        return [np.concatenate(batches[i : i + 3]) for i in (0, 3, 6)]
-
-    first = epochs_of(1)
-    assert all(sorted(e) == list(range(10)) for e in first)
-    assert not np.array_equal(first[0], first[1])
-    np.testing.assert_array_equal(np.stack(first), np.stack(epochs_of(1)))
-    assert not np.array_equal(np.stack(first), np.stack(epochs_of(2)))
-
-
-def test_positive_weights_balance_each_label():
-    y = np.array([[1, 0, 1, 0], [0, 0, 1, 0], [0, 0, 1, 1], [0, 0, 1, 1]], np.float32)
-    # label 0: 1 pos / 3 neg -> 3; label 1: no positives -> 1; label 2: all positive -> 1; label 3: 2/2 -> 1
-    np.testing.assert_allclose(train.positive_weights(y), [3.0, 1.0, 1.0, 1.0])
-    many = np.zeros((100, 2), np.float32)
-    many[:1, 0] = 1  # 1 positive in 100 -> 99, clipped
-    many[:99, 1] = 1  # 99 positives in 100 -> 1/99, clipped
-    np.testing.assert_allclose(train.positive_weights(many, max_weight=20.0), [20.0, 1 / 20.0], rtol=1e-6)
-
-
-def test_weighted_bce_matches_keras_bce_and_weights_positives():
-    import tf_keras
-
-    y = tf.constant([[1.0, 0.0], [0.0, 1.0]])
-    p = tf.constant([[0.8, 0.3], [0.4, 0.9]])
-    plain = train.WeightedBinaryCrossentropy([1.0, 1.0])(y, p).numpy()
-    np.testing.assert_allclose(plain, tf_keras.losses.BinaryCrossentropy()(y, p).numpy(), rtol=1e-5)
-    weighted = train.WeightedBinaryCrossentropy([3.0, 0.5])(y, p).numpy()
-    by_hand = np.mean([-(3 * np.log(0.8) + np.log(0.7)) / 2, -(np.log(0.6) + 0.5 * np.log(0.9)) / 2])
-    np.testing.assert_allclose(weighted, by_hand, rtol=1e-5)
-
-
-def _random_embedded(n, dim=16, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, dim)).astype(np.float32)
-    y = (x[:, :N_LABELS] > 0).astype(np.float32)  # learnable labels
-    return train.Embedded(x, y, np.array([f"f{i}.jpg" for i in range(n)]))
-
-
-def test_early_stopping_on_validation_loss_restores_the_best_weights():
-    data = _random_embedded(64)
-    # The validation labels are the training labels flipped: fitting the training set makes the
-    # validation loss rise from the first epoch on.
-    flipped = train.Embedded(data.embeddings, 1.0 - data.labels, data.filenames)
-    head = model.build_head(16, N_LABELS, hidden_units=8, dropout=0.0)
-    params = train.TrainParams(
-        epochs=20, batch_size=16, learning_rate=3e-2, class_weighting=False, early_stopping_patience=2
-    )
-    history = train.train_head(head, data, flipped, params)
-    val_losses = history.history["val_loss"]
-    assert len(val_losses) < params.epochs  # stopped early
-    # Per-label validation AUC every epoch; the flipped labels make it worse than chance.
-    aucs = [history.history[f"val_auc_{n}"] for n in labels.LABEL_NAMES[:N_LABELS]]
-    assert all(len(a) == len(val_losses) for a in aucs)
-    assert np.mean([a[-1] for a in aucs]) < 0.5
-    best = int(np.argmin(val_losses))
-    assert len(val_losses) == best + 1 + params.early_stopping_patience
-    restored = head.evaluate(flipped.embeddings, flipped.labels, verbose=0, return_dict=True)["loss"]
-    np.testing.assert_allclose(restored, val_losses[best], rtol=1e-4)
-
-
 def test_embeddings_spill_to_a_memory_mapped_file(parts, dataset, tmp_path):
     _, extractor, _ = parts
     ds, y = dataset
-    in_memory = train.embed(extractor, ds, IMAGE_SIZE)
-    spilled = train.embed(extractor, ds, IMAGE_SIZE, memory_limit_bytes=1000, spill_dir=str(tmp_path))
+    in_memory = embed(extractor, ds, IMAGE_SIZE)
+    spilled = embed(extractor, ds, IMAGE_SIZE, memory_limit_bytes=1000, spill_dir=str(tmp_path))
     assert spilled.spilled and not in_memory.spilled
     assert list(tmp_path.iterdir()) == []  # unlinked: nothing left behind
     np.testing.assert_allclose(np.asarray(spilled.embeddings), in_memory.embeddings, atol=1e-6)
@@ -260,58 +200,8 @@ def test_embeddings_spill_to_a_memory_mapped_file(parts, dataset, tmp_path):
     assert subset.embeddings is spilled.embeddings  # a view by row index, not an in-memory copy
     np.testing.assert_allclose(subset.vectors(), in_memory.embeddings[mask], atol=1e-6)
     head = model.build_head(extractor.output_shape[-1], N_LABELS, hidden_units=8, dropout=0.0)
-    history = train.train_head(head, spilled.take(~mask), subset, train.TrainParams(epochs=2, batch_size=8))
+    history = train.train_head(head, spilled.take(~mask), subset, TrainerConfig(epochs=2, batch_size=8))
     assert len(history.history["val_loss"]) == 2
-
-
-def _spilled_copy(data: "train.Embedded", tmp_path) -> "train.Embedded":
-    """The same items with their store written to a file (as train.embed spills it)."""
-    writer = train._EmbeddingWriter(memory_limit_bytes=0, spill_dir=str(tmp_path))
-    writer.append(data.embeddings)
-    spilled = train.Embedded(writer.finish(), data.labels, data.filenames, data.rows)
-    assert spilled.spilled and list(tmp_path.iterdir()) == []
-    return spilled
-
-
-def test_spilled_batches_are_the_in_memory_batches(tmp_path):
-    data = _random_embedded(50).take(np.arange(49, -1, -1))  # a view in another order, as after a sort
-    spilled = _spilled_copy(train.Embedded(data.embeddings, data.labels, data.filenames, data.rows), tmp_path)
-    batch_size, epochs, seed = 8, 3, 5
-    expected = list(train._gather(data, train.batch_indices(50, batch_size, epochs, seed),
-                                  tf.constant(data.embeddings)))
-    # 2 batches per chunk: 4 chunks per epoch, the last one holding a partial batch of 2.
-    chunk_bytes = 2 * batch_size * 16 * 4
-    got = list(train.spilled_batches(spilled, train.epoch_orders(50, epochs, seed), batch_size, chunk_bytes))
-    assert [len(x) for x, _ in got] == [8, 8, 8, 8, 8, 8, 2] * epochs
-    for (x, y), (ex, ey) in zip(got, expected, strict=True):
-        np.testing.assert_array_equal(x.numpy(), ex.numpy())
-        np.testing.assert_array_equal(y.numpy(), ey.numpy())
-
-
-def test_head_trained_on_a_spilled_store_equals_the_in_memory_one(tmp_path):
-    data = _random_embedded(120, seed=4)
-    held_out = np.arange(120) % 5 == 0
-    spilled = _spilled_copy(data, tmp_path)
-    params = train.TrainParams(epochs=3, batch_size=16, early_stopping_patience=2)
-    heads = [model.build_head(16, N_LABELS, hidden_units=8, dropout=0.0) for _ in range(2)]
-    heads[1].set_weights(heads[0].get_weights())
-    histories = []
-    for head, store in zip(heads, (data, spilled), strict=True):
-        histories.append(train.train_head(head, store.take(~held_out), store.take(held_out), params).history)
-    assert histories[0].keys() == histories[1].keys()
-    for key, values in histories[0].items():
-        np.testing.assert_allclose(histories[1][key], values, rtol=1e-6, err_msg=key)
-    for a, b in zip(heads[0].get_weights(), heads[1].get_weights(), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-
-
-def test_spilled_rows_come_back_in_the_order_asked(tmp_path):
-    data = _random_embedded(30)
-    store = _spilled_copy(data, tmp_path).embeddings
-    wanted = np.array([29, 0, 7, 7, 3])
-    np.testing.assert_array_equal(store.rows(wanted), data.embeddings[wanted])
-    assert store.rows(np.array([], np.int64)).shape == (0, 16)
-    np.testing.assert_array_equal(np.asarray(store), data.embeddings)
 
 
 def test_fine_tuning_changes_only_the_unfrozen_top_layers(dataset):
@@ -321,7 +211,7 @@ def test_fine_tuning_changes_only_the_unfrozen_top_layers(dataset):
     before = {la.name: [w.copy() for w in la.get_weights()] for la in backbone.layers if la.weights}
     names = backbones.unfreeze_top(backbone, 2)
     ds, _ = dataset
-    images = train.image_batches(ds, 32, 8, held_out=False, validation_buckets=1000)
+    images = image_batches(ds, 32, 8, held_out=False, validation_buckets=1000)
     history = train.fine_tune(full, images, None, np.ones(N_LABELS, np.float32), 1e-2, 0, 1, patience=0)
     assert len(history.history["loss"]) == 1
     for layer in backbone.layers:
@@ -336,7 +226,7 @@ def test_image_batches_split_like_validation_mask(dataset):
     names = np.array([f"img_{i}.jpg" for i in range(24)])
     held = train.validation_mask(names, 3)
     assert 0 < held.sum() < len(names)
-    counts = [sum(len(y) for _, y in train.image_batches(ds, 32, 5, flag, 3)) for flag in (True, False)]
+    counts = [sum(len(y) for _, y in image_batches(ds, 32, 5, flag, 3)) for flag in (True, False)]
     assert counts == [held.sum(), (~held).sum()]
 
 
@@ -364,7 +254,7 @@ def test_train_and_export_with_fine_tuning(tmp_path):
         labels.LABELS_KEY: tf.io.FixedLenFeature([N_LABELS], tf.float32),
         labels.FILENAME_KEY: tf.io.FixedLenFeature([], tf.string),
     }
-    config = run.TrainerConfig(
+    config = TrainerConfig(
         image_size=32, epochs=2, batch_size=8, hidden_units=8, fine_tune_layers=2, fine_tune_epochs=1
     )
     result = run.train_and_export(
@@ -411,30 +301,6 @@ def test_trainer_flags_reach_the_trainer_config(tmp_path):
         cli.config_from_args(
             parser.parse_args(["--weights-file", "/w.h5"]), str(tmp_path), str(tmp_path), str(tmp_path), None
         )
-
-
-def test_label_auc_equals_the_one_hot_weighted_multi_label_auc():
-    import tf_keras
-
-    rng = np.random.default_rng(4)
-    y = (rng.random((200, N_LABELS)) < 0.3).astype(np.float32)
-    p = np.clip(y * 0.3 + rng.random((200, N_LABELS)) * 0.7, 0, 1).astype(np.float32)
-    for i in (0, 5, N_LABELS - 1):
-        reference = tf_keras.metrics.AUC(multi_label=True, num_labels=N_LABELS, label_weights=np.eye(N_LABELS)[i])
-        reference.update_state(y, p)
-        ours = train.LabelAUC(i)
-        ours.update_state(y, p)
-        np.testing.assert_allclose(ours.result().numpy(), reference.result().numpy(), rtol=1e-6)
-
-
-def test_roc_auc_matches_sklearn_with_ties_and_single_class():
-    from sklearn.metrics import roc_auc_score
-
-    rng = np.random.default_rng(0)
-    y = (rng.random(300) < 0.3).astype(np.float32)
-    scores = np.round(rng.random(300) * 0.5 + 0.4 * y, 2)  # rounded: many ties
-    assert train.roc_auc(y, scores) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
-    assert np.isnan(train.roc_auc(np.zeros(5), np.arange(5.0)))
 
 
 def test_labels_by_file_name_accept_a_name_found_twice():

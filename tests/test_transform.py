@@ -133,11 +133,13 @@ def test_trainer_labels_raw_examples_with_the_transform_graph(transform_run):
     import tf_keras
 
     from components.trainer import data, train
+    from components.trainer.batches import image_batches
+    from components.trainer.embeddings import embed
 
     data_dir, files, graph = transform_run
     output = tft.TFTransformOutput(graph)
     extractor = tf_keras.Sequential([tf_keras.layers.Input((16, 16, 3)), tf_keras.layers.GlobalAveragePooling2D()])
-    embedded = train.embed(
+    embedded = embed(
         extractor, data.read_examples(files, output.raw_feature_spec(), 4), 16,
         transform=output.transform_raw_features,
     )
@@ -158,7 +160,7 @@ def test_trainer_labels_raw_examples_with_the_transform_graph(transform_run):
     # Fine-tuning's input: decoded images with those labels, split like head training.
     held = train.validation_mask(embedded.filenames, 3)
     for flag in (True, False):
-        pairs = list(train.image_batches(labelled, 16, 4, flag, 3))
+        pairs = list(image_batches(labelled, 16, 4, flag, 3))
         assert sum(len(y) for _, y in pairs) == (held if flag else ~held).sum()
         assert all(x.shape[1:] == (16, 16, 3) and y.shape[1] == len(labels.LABEL_NAMES) for x, y in pairs)
     unknown = data.with_labels(data.read_examples(files, output.raw_feature_spec(), 5), embedded.filenames[:1],

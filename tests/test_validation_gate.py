@@ -19,6 +19,7 @@ from tfx.types import artifact_utils, standard_artifacts
 
 from components import anomaly_gate, drift, synthetic_data
 from components.base import labels
+from components.trainer.config import TrainerConfig
 from pipeline.config import DEFAULT_SCHEMA_PATH, PipelineConfig
 from pipeline.local_run import run_local
 from tests.test_ingest_bad_files import run_executor
@@ -200,8 +201,7 @@ def test_pipeline_stops_before_transform_naming_anomalies_and_drift(tmp_path):
         schema_path=str(schema),
         spans="latest",
         max_label_drift=0.2,
-        image_size=48,
-        epochs=1,
+        trainer=TrainerConfig(image_size=48, epochs=1),
     )
     summary = run_local(config, out=io.StringIO())
 

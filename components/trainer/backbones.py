@@ -13,7 +13,6 @@ falls back to random weights.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import os
@@ -24,10 +23,10 @@ import numpy as np
 import tf_keras
 
 from components.trainer import efficientnet_lite
+from components.trainer.backbone_specs import BACKBONE_NAMES, DEFAULT_BACKBONE, KERAS_BACKBONES, BackboneSpec
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BACKBONE = "efficientnet_lite0"
 MIN_IMAGE_SIZE = 32  # the smallest input every backbone accepts (keras.applications' own minimum)
 DOWNLOAD_TIMEOUT_S = 30.0  # per socket operation: a stalled connection fails instead of hanging
 PREPROCESS_LAYER = "preprocess"
@@ -37,9 +36,6 @@ IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 # Caffe-style (ResNet50, VGG16): BGR channel means of 0-255 pixels.
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-
-_KERAS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
-
 
 class WeightsUnavailableError(RuntimeError):
     """Pretrained weights can be neither found locally nor downloaded."""
@@ -52,61 +48,6 @@ class CaffePreprocess(tf_keras.layers.Layer):
     def call(self, inputs):  # noqa: D102 (Keras API)
         bgr = inputs[..., ::-1]
         return bgr - np.asarray(CAFFE_MEAN_BGR, dtype=np.float32)
-
-
-@dataclasses.dataclass(frozen=True)
-class BackboneSpec:
-    """How to build one keras.applications backbone and where its weights live.
-
-    Attributes:
-      name: the --backbone name.
-      builder: the tf_keras.applications constructor name (e.g. "ResNet50").
-      weights_url: folder URL the Keras weights file is downloaded from.
-      file_hash: md5 (or sha256) of the no-top weights file, as Keras checks it; "" when Keras has none.
-      preprocessing: "tf" (x / 127.5 - 1), "caffe" (BGR minus means) or "inside" (the Keras model
-        normalizes with the ImageNet mean/std itself).
-    """
-
-    name: str
-    builder: str
-    weights_url: str
-    file_hash: str
-    preprocessing: str
-
-    def weights_file_name(self, image_size: int) -> str:
-        """The Keras cache file name of the no-top ImageNet weights for this input size."""
-        if self.name == "mobilenet_v2":
-            # Keras ships one file per training resolution and falls back to the 224 one.
-            rows = image_size if image_size in (96, 128, 160, 192, 224) else 224
-            return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5"
-        return {
-            "efficientnet_b0": "efficientnetb0_notop.h5",
-            "resnet50": "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-            "vgg16": "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        }[self.name]
-
-    def weights_origin(self, image_size: int) -> str:
-        """The URL Keras downloads the weights file from."""
-        return self.weights_url + self.weights_file_name(image_size)
-
-
-# File names, URLs and hashes as in tf_keras 2.16's applications modules.
-KERAS_BACKBONES: dict[str, BackboneSpec] = {
-    spec.name: spec
-    for spec in (
-        BackboneSpec("mobilenet_v2", "MobileNetV2", _KERAS_BASE + "mobilenet_v2/", "", "tf"),
-        BackboneSpec(
-            "efficientnet_b0",
-            "EfficientNetB0",
-            "https://storage.googleapis.com/keras-applications/",
-            "50bc09e76180e00e4465e1a485ddc09d",
-            "inside",
-        ),
-        BackboneSpec("resnet50", "ResNet50", _KERAS_BASE + "resnet/", "4d473c1dd8becc155b73f8504c6f6626", "caffe"),
-        BackboneSpec("vgg16", "VGG16", _KERAS_BASE + "vgg16/", "6d6bbae143d832006294945121d1f1fc", "caffe"),
-    )
-}
-BACKBONE_NAMES: tuple[str, ...] = (DEFAULT_BACKBONE, *KERAS_BACKBONES)
 
 
 def default_cache_dir() -> str:
@@ -237,7 +178,7 @@ def build_backbone(
     """Builds a pretrained backbone that maps images to a feature map.
 
     Args:
-      name: backbone name; one of BACKBONE_NAMES (= pipeline.config.BACKBONES).
+      name: backbone name; one of BACKBONE_NAMES (components.trainer.backbone_specs).
       image_size: square input size in pixels (>= MIN_IMAGE_SIZE).
       weights: "imagenet" for the pretrained weights, None for random init (tests only).
       weights_file: a local Keras .h5 weights file (keras.applications backbones only).

@@ -1,6 +1,6 @@
 """Per-label calibration of the head's probabilities, fitted out of fold.
 
-The head is trained with positive-class weighting (train.positive_weights): the loss counts each
+The head is trained with positive-class weighting (losses.positive_weights): the loss counts each
 positive of a label w times, so its sigmoid estimates the odds w x q / (1 - q) instead of the
 true q / (1 - q), and rare labels (w up to 20) come out far too high (race_other: precision 0.15
 at 0.5 before this). Two corrections, both monotone (AUC is unchanged) and both an affine map of

@@ -82,7 +82,7 @@ def read_examples(file_pattern: str | list[str], feature_spec: dict, batch_size:
     Args:
       file_pattern: glob(s) of example files.
       feature_spec: how to parse them: tft.TFTransformOutput.raw_feature_spec() for the pipeline's
-        raw examples (the Trainer applies the Transform graph outside tf.data: see train.embed),
+        raw examples (the Trainer applies the Transform graph outside tf.data: see embeddings.embed),
         or a spec with image_raw, labels and filename for examples that hold the labels.
       batch_size: batch size.
 
@@ -99,7 +99,7 @@ def read_examples(file_pattern: str | list[str], feature_spec: dict, batch_size:
 def with_labels(dataset: tf.data.Dataset, filenames: np.ndarray, label_matrix: np.ndarray) -> tf.data.Dataset:
     """Labels batches of raw examples by looking their file names up.
 
-    The labels come from the embedding pass (train.embed applies the Transform graph there), so
+    The labels come from the embedding pass (embeddings.embed applies the Transform graph there), so
     fine-tuning trains on exactly the labels the head trained on.
 
     Args:

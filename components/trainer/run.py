@@ -15,68 +15,14 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 
 from components.base import labels
 from components.trainer import backbones, calibration, decision, export, model, tflite_engine, tflite_export, train
+from components.trainer.batches import image_batches
+from components.trainer.config import TrainerConfig
 from components.trainer.data import count_examples, read_examples, with_labels
+from components.trainer.embeddings import Embedded, embed, tf_embedder
 
 logger = logging.getLogger(__name__)
 
 _SHUFFLE_BUFFER = 2048  # fine-tuning reads images in file order; this mixes them (~30 MB of JPEG bytes)
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainerConfig:
-    """The Trainer's settings, passed as the component's custom_config.
-
-    Attributes (beyond the obvious):
-      weights_file: local Keras .h5 ImageNet weights (keras.applications backbones), or None.
-      class_weighting: per-label positive-class weighting of the loss.
-      early_stopping_patience: epochs without a lower validation loss before stopping (0: off).
-      fine_tune_layers: unfreeze this many top backbone layers after head training (0: no fine-tuning).
-      fine_tune_epochs: epochs of that phase (every image through the backbone each epoch: slow).
-      fine_tune_learning_rate: Adam learning rate of that phase.
-      embedding_memory_mb: embeddings beyond this many MiB are kept in a memory-mapped local file.
-      threshold_policy: the decision-threshold policy of every label (components.trainer.decision):
-        f1, precision=P, recall=R or fixed=T.
-      label_threshold_policies: label name -> policy, overriding threshold_policy.
-      threshold_min_positives: a label with fewer out-of-fold positives (or negatives) keeps 0.5
-        and is not Platt-scaled.
-      calibration: prior (default), platt or none (components.trainer.calibration).
-      oof_folds: k of the k-fold head fits that give out-of-fold predictions.
-      embedding_engine: auto, tf or tflite: what runs the frozen embedding pass (tflite_engine).
-      tflite_cache_dir: where converted backbones are cached ("" = ~/.cache/facepipe/tflite).
-      export_tflite: none, float or int8: also export model.tflite (tflite_export).
-      code_version: fingerprint of the trainer code (for the cache key only).
-    """
-
-    backbone: str = backbones.DEFAULT_BACKBONE
-    image_size: int = 128
-    epochs: int = 10
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    hidden_units: int = 256
-    dropout: float = 0.3
-    seed: int = 42
-    weights_file: str | None = None
-    class_weighting: bool = True
-    early_stopping_patience: int = 3
-    fine_tune_layers: int = 0
-    fine_tune_epochs: int = 3
-    fine_tune_learning_rate: float = 1e-4
-    embedding_memory_mb: int = train.DEFAULT_EMBEDDING_MEMORY_LIMIT >> 20
-    threshold_policy: str = decision.DEFAULT_POLICY
-    label_threshold_policies: dict[str, str] = dataclasses.field(default_factory=dict)
-    threshold_min_positives: int = decision.DEFAULT_MIN_POSITIVES
-    calibration: str = "prior"
-    oof_folds: int = 5
-    embedding_engine: str = tflite_engine.AUTO
-    tflite_cache_dir: str = ""
-    export_tflite: str = tflite_export.NONE
-    code_version: str = ""
-
-    @classmethod
-    def from_custom_config(cls, custom_config: dict[str, Any] | None) -> "TrainerConfig":
-        """Builds the config from the Trainer's custom_config, ignoring unknown keys."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in (custom_config or {}).items() if k in known})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,14 +88,6 @@ def train_and_export(
         backbones.build_backbone(config.backbone, config.image_size, weights_file=config.weights_file)
     )
     extractor = model.build_feature_extractor(backbone)
-    params = train.TrainParams(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        seed=config.seed,
-        class_weighting=config.class_weighting,
-        early_stopping_patience=config.early_stopping_patience,
-    )
     tensorboard = tf_keras.callbacks.TensorBoard(log_dir=model_run_dir)
     transform = tft.TFTransformOutput(transform_output).transform_raw_features if transform_output else None
     with tempfile.TemporaryDirectory(prefix="facepipe-embeddings-") as spill_dir:
@@ -157,13 +95,13 @@ def train_and_export(
         embedder, engine = tflite_engine.select_embedder(
             config.embedding_engine,
             extractor,
-            train.tf_embedder(extractor),
+            tf_embedder(extractor),
             config.backbone,
             config.image_size,
             count_examples(train_files) if config.embedding_engine == tflite_engine.AUTO else None,
             cache_dir=config.tflite_cache_dir or None,
         )
-        embedded = train.embed(
+        embedded = embed(
             embedder,
             read_examples(train_files, feature_spec, config.batch_size),
             config.image_size,
@@ -175,7 +113,7 @@ def train_and_export(
         # In file-name order, not the order the examples were written in (which depends on how
         # Beam sharded and shuffled them): the same examples give the same training on any runner.
         embedded = embedded.take(np.argsort(embedded.filenames, kind="stable"))
-        held_out = train.validation_mask(embedded.filenames, params.validation_buckets)
+        held_out = train.validation_mask(embedded.filenames, train.VALIDATION_BUCKETS)
         logger.info(
             "embedded %d training images in %.1f s with %s (%d held out for validation; %s)",
             len(held_out),
@@ -189,14 +127,14 @@ def train_and_export(
         )
         training, validation = embedded.take(~held_out), embedded.take(held_out)
         start = time.monotonic()
-        history = train.train_head(head, training, validation, params, callbacks=[tensorboard])
+        history = train.train_head(head, training, validation, config, callbacks=[tensorboard])
         seconds["head"] = time.monotonic() - start
         head_epochs = len(history.history["loss"])
         pos_weights = head.loss.positive_weights
         fine_tuning = config.fine_tune_layers > 0 and config.fine_tune_epochs > 0
         start = time.monotonic()
         decided = _thresholds_and_calibration(
-            config, embedded, params, train.best_epoch_count(history, params.early_stopping_patience),
+            config, embedded, train.best_epoch_count(history, config.early_stopping_patience),
             np.asarray(pos_weights), embedded.embeddings.shape[1], fine_tuning,
         )
         if not fine_tuning:
@@ -214,17 +152,17 @@ def train_and_export(
         start = time.monotonic()
         ft_history = train.fine_tune(
             full_model,
-            train.image_batches(
+            image_batches(
                 dataset,
                 config.image_size,
                 config.batch_size,
                 held_out=False,
-                validation_buckets=params.validation_buckets,
+                validation_buckets=train.VALIDATION_BUCKETS,
                 shuffle_buffer=_SHUFFLE_BUFFER,
                 seed=config.seed,
             ),
-            train.image_batches(
-                dataset, config.image_size, config.batch_size, True, params.validation_buckets
+            image_batches(
+                dataset, config.image_size, config.batch_size, True, train.VALIDATION_BUCKETS
             )
             if held_out.any()
             else None,
@@ -275,8 +213,7 @@ def train_and_export(
 
 def _thresholds_and_calibration(
     config: TrainerConfig,
-    embedded: train.Embedded,
-    params: train.TrainParams,
+    embedded: Embedded,
     epochs: int,
     pos_weights: np.ndarray,
     embedding_dim: int,
@@ -291,7 +228,7 @@ def _thresholds_and_calibration(
       precision/recall/F1 at the threshold and at 0.5, calibration error before/after).
     """
     names = labels.LABEL_NAMES
-    policies = decision.policies_for(names, config.threshold_policy, config.label_threshold_policies)
+    policies = decision.policies_for(names, config.threshold_policy, dict(config.label_threshold_policies))
     info: dict[str, Any] = {
         "policies": {n: str(p) for n, p in policies.items()},
         "min_positives": config.threshold_min_positives,
@@ -308,7 +245,7 @@ def _thresholds_and_calibration(
         oof = train.out_of_fold_predictions(
             embedded,
             lambda name: model.build_head(embedding_dim, len(names), config.hidden_units, config.dropout, name),
-            dataclasses.replace(params, epochs=epochs),
+            dataclasses.replace(config, epochs=epochs),
             config.oof_folds,
         )
         calibrations = calibration.fit(config.calibration, oof, embedded.labels, pos_weights, names,

@@ -1,6 +1,6 @@
 """The frozen embedding pass through TFLite (XNNPACK) where that is faster than TensorFlow.
 
-The Trainer runs every training image through the frozen backbone once (train.embed). On CPUs,
+The Trainer runs every training image through the frozen backbone once (embeddings.embed). On CPUs,
 the same network converted by ``tf.lite.TFLiteConverter`` and run by ``tf.lite.Interpreter``
 (XNNPACK kernels) is faster than a ``tf.function`` around the tf-keras model; see
 docs/performance.md for the measurements that set the constants below.
@@ -36,11 +36,12 @@ import tensorflow as tf
 import tf_keras
 
 from components import cpus
+from components.trainer.config import EMBEDDING_ENGINES
 
 logger = logging.getLogger(__name__)
 
-AUTO, TF, TFLITE = "auto", "tf", "tflite"
-ENGINES: tuple[str, ...] = (AUTO, TF, TFLITE)
+ENGINES: tuple[str, ...] = EMBEDDING_ENGINES
+AUTO, TF, TFLITE = ENGINES
 
 # auto: TFLite from this many training images on. Measured on the 2-core machine with
 # EfficientNet-Lite0 at 128 px (docs/performance.md, 2026-11-30): a cached conversion costs
@@ -286,7 +287,7 @@ class EngineReport:
 
 
 class CheckedEmbedder:
-    """images -> embeddings for train.embed: TFLite, checked against TensorFlow, and in auto timed against it.
+    """images -> embeddings for embeddings.embed: TFLite, checked against TensorFlow, and in auto timed against it.
 
     The first call embeds its batch with TensorFlow and TFLite and compares them (EmbeddingCheck,
     logged). When they differ beyond the tolerance, ``auto`` keeps TensorFlow for the whole pass
@@ -299,7 +300,7 @@ class CheckedEmbedder:
     TF 50, TFLite 1 thread 66, 2 threads 27 images/s; on a quiet machine 2 threads win).
 
     Args:
-      tf_embed: the TensorFlow path (train.tf_embedder(extractor)).
+      tf_embed: the TensorFlow path (embeddings.tf_embedder(extractor)).
       lites: TFLite embedders by thread count; the first is the one checked on the first batch and
         the only one used without the probe.
       report: updated in place (used, threads, check, probe, fallback).

@@ -28,11 +28,12 @@ import tf_keras
 
 from components.base import labels
 from components.trainer import data
+from components.trainer.config import TFLITE_EXPORTS
 
 logger = logging.getLogger(__name__)
 
-NONE, FLOAT, INT8 = "none", "float", "int8"
-EXPORT_MODES: tuple[str, ...] = (NONE, FLOAT, INT8)
+EXPORT_MODES: tuple[str, ...] = TFLITE_EXPORTS
+NONE, FLOAT, INT8 = EXPORT_MODES
 TFLITE_FILE = "model.tflite"  # at the top of the SavedModel folder, so the Pusher publishes it with the model
 METADATA_NAME = "facepipe"
 METADATA_FORMAT = 1
