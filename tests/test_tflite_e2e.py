@@ -125,7 +125,7 @@ def test_kubeflow_spec_runs_the_tflite_evaluator_before_the_gate(tmp_path):
     config = kfp_config(trainer=TrainerConfig(epochs=7, export_tflite="int8"))
     spec = kubeflow.compile_pipeline(config, IMAGE, str(tmp_path / "facepipe.yaml"))
     kfp_edges, kfp_wiring = kfp_graph(spec)
-    nodes, edges, wiring = local_graph(kfp_config(trainer=TrainerConfig(epochs=7, export_tflite="int8"), metadata_path=None))
+    nodes, edges, wiring = local_graph(dataclasses.replace(config, metadata_path=None))
     assert pipeline_def.TFLITE_EVALUATOR in spec["root"]["dag"]["tasks"] and set(spec["root"]["dag"]["tasks"]) == nodes
     assert (kfp_edges, kfp_wiring) == (edges, wiring)
     assert (pipeline_def.EVALUATION_GATE, "tflite_evaluation", pipeline_def.TFLITE_EVALUATOR, "evaluation") in wiring
