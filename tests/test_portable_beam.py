@@ -198,7 +198,7 @@ def _metrics(uri: str) -> dict[str, float]:
 @pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.portable
-def test_pipeline_through_a_worker_pool_matches_the_in_memory_run(e2e_runs, tmp_path):
+def test_pipeline_through_a_worker_pool_matches_the_in_memory_run(e2e_runs, tmp_path, monkeypatch):
     from ml_metadata.metadata_store import metadata_store
     from tfx import v1 as tfx
 
@@ -215,6 +215,9 @@ def test_pipeline_through_a_worker_pool_matches_the_in_memory_run(e2e_runs, tmp_
             beam_pipeline_args=portable_args(pool.address),
         )
         progress = io.StringIO()
+        # Something on the portable path parses sys.argv with absl: pytest's `-v --durations=20`
+        # (.ci/run) became --verbosity=--durations=20. Users run it with the runner's own argv.
+        monkeypatch.setattr(sys, "argv", ["runner_local.py"])
         with WorkerAccounting(pool.process.pid) as workers:
             summary = run_local(portable_config, out=progress)
         pool_log = pool.log()
