@@ -145,6 +145,33 @@ def _threshold_text(threshold: Any) -> str:
     return "the threshold " + " and ".join(parts) if parts else "its threshold"
 
 
+def gates_record_of(runs: dict[str, ComponentRun]) -> dict[str, Any] | None:
+    """EvaluationGate's record (gates.json) of a run, or None when it did not write one."""
+    if (gate := runs.get(pipeline_def.EVALUATION_GATE)) and gate.outputs.get("blessing"):
+        return read_gates(gate.outputs["blessing"][0].uri)
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """What the report and the index of runs read about one run: each read once."""
+
+    runs: dict[str, ComponentRun]
+    summary: dict[str, Any]
+    gates_record: dict[str, Any] | None
+
+    @property
+    def states(self) -> dict[str, str]:
+        return {node: run.state for node, run in self.runs.items()}
+
+
+def load_run(store: metadata_store.MetadataStore, run_id: str) -> RunRecord:
+    """A run's component executions, its summary and its gate record (one ML Metadata walk, one gates.json read)."""
+    runs = component_runs(store, run_id)
+    record = gates_record_of(runs)
+    return RunRecord(runs, _summary(store, run_id, runs, record), record)
+
+
 def summarize(store: metadata_store.MetadataStore, run_id: str) -> dict[str, Any]:
     """Builds the run summary written to last_run_summary.json.
 
@@ -162,6 +189,16 @@ def summarize(store: metadata_store.MetadataStore, run_id: str) -> dict[str, Any
       value), within_noise), whose verdict ``blessed`` is.
     """
     runs = component_runs(store, run_id)
+    return _summary(store, run_id, runs, gates_record_of(runs))
+
+
+def _summary(
+    store: metadata_store.MetadataStore,
+    run_id: str,
+    runs: dict[str, ComponentRun],
+    record: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """summarize's work on a run's executions and gate record already read."""
     summary: dict[str, Any] = {
         "run_id": run_id,
         "components": {node: run.state for node, run in runs.items()},
@@ -212,16 +249,14 @@ def summarize(store: metadata_store.MetadataStore, run_id: str) -> dict[str, Any
             # The evaluation this run reuses was decided then (e.g. before its own model was pushed).
             summary["baseline_note"] += " (when this evaluation first ran)"
     # The push decision is EvaluationGate's (every gate); the Evaluator's blessing covers TFMA's thresholds only.
-    if (gate := runs.get(pipeline_def.EVALUATION_GATE)) and gate.outputs.get("blessing"):
-        record = read_gates(gate.outputs["blessing"][0].uri)
-        if record is not None:
-            keys = ("name", "title", "passed", "value", "threshold", "summary")
-            # interval / within_noise: absent from records written before the intervals existed.
-            summary["gates"] = [{**{k: g[k] for k in keys}, "interval": g.get("interval"),
-                                 "within_noise": g.get("within_noise")} for g in record["gates"]]
-            summary["blessed"] = bool(record["blessed"])
-            failed = [g for g in record["gates"] if g["passed"] is False]
-            summary["blessing_reasons"] = [f"{g['name']}: {g['summary']}" for g in failed]
+    if record is not None:
+        keys = ("name", "title", "passed", "value", "threshold", "summary")
+        # interval / within_noise: absent from records written before the intervals existed.
+        summary["gates"] = [{**{k: g[k] for k in keys}, "interval": g.get("interval"),
+                             "within_noise": g.get("within_noise")} for g in record["gates"]]
+        summary["blessed"] = bool(record["blessed"])
+        failed = [g for g in record["gates"] if g["passed"] is False]
+        summary["blessing_reasons"] = [f"{g['name']}: {g['summary']}" for g in failed]
     if (push := runs.get(pipeline_def.PUSHER)) and push.outputs.get("pushed_model"):
         pushed = push.outputs["pushed_model"][0]
         if mlmd.property_value(pushed, "pushed") == 1:

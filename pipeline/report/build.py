@@ -166,13 +166,8 @@ def build_report(store: metadata_store.MetadataStore, run_id: str, images: bool 
     """
     if store.get_context_by_type_and_name("pipeline_run", run_id) is None:
         raise ValueError(f"no pipeline run {run_id!r} in ML Metadata")
-    runs = run_summary.component_runs(store, run_id)
-    summary = run_summary.summarize(store, run_id)
-    states = {node: run.state for node, run in runs.items()}
-
-    gates_record = None
-    if (gate := runs.get(pipeline_def.EVALUATION_GATE)) and gate.outputs.get("blessing"):
-        gates_record = evaluation.read_gates(gate.outputs["blessing"][0].uri)
+    run = run_summary.load_run(store, run_id)
+    runs, summary, states, gates_record = run.runs, run.summary, run.states, run.gates_record
     trainer = runs.get(pipeline_def.TRAINER)
     model_uri = trainer.outputs["model"][0].uri if trainer and trainer.outputs.get("model") else None
     model = _model_info(model_uri)

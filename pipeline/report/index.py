@@ -21,7 +21,6 @@ from typing import Any
 
 from ml_metadata.metadata_store import metadata_store
 
-from components import evaluation
 from pipeline import mlmd, run_summary
 from pipeline import pipeline as pipeline_def
 from pipeline.report import build
@@ -68,12 +67,8 @@ def run_entry(store: metadata_store.MetadataStore, run_id: str, pipeline_root: s
     entry["started"] = datetime.datetime.fromtimestamp(
         context.create_time_since_epoch / 1000, datetime.timezone.utc
     ).isoformat(timespec="seconds")
-    runs = run_summary.component_runs(store, run_id)
-    summary = run_summary.summarize(store, run_id)
-    states = {node: run.state for node, run in runs.items()}
-    gates_record = None
-    if (gate := runs.get(pipeline_def.EVALUATION_GATE)) and gate.outputs.get("blessing"):
-        gates_record = evaluation.read_gates(gate.outputs["blessing"][0].uri)
+    run = run_summary.load_run(store, run_id)
+    summary, states, gates_record = run.summary, run.states, run.gates_record
     verdict = build.summarize_verdict(summary, gates_record, states)
     intervals = (gates_record or {}).get("uncertainty") or {}
     pushed = summary.get("pushed_model")
