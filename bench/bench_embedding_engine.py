@@ -37,6 +37,8 @@ import sys
 import time
 from typing import Any
 
+from bench_trainer import decoded_batches  # the sibling script (this folder is on sys.path)
+
 from components.trainer.backbone_specs import BACKBONE_NAMES
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,7 +69,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     import tensorflow as tf
 
     from components import cpus
-    from components.trainer import backbones, data, model, tflite_engine, train
+    from components.trainer import backbones, model, tflite_engine, train
     from components.trainer.embeddings import tf_embedder
 
     train.skip_autograph_for_tf_keras()
@@ -85,13 +87,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     paths = _image_paths(args.data_dir, args.num_images)
 
     def batches() -> Any:
-        return data.without_autotune(
-            tf.data.Dataset.from_tensor_slices(paths)
-            .map(tf.io.read_file, num_parallel_calls=tf.data.AUTOTUNE)
-            .batch(args.batch_size)
-            .map(lambda b: data.decode_images(b, args.image_size), num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(2)
-        )
+        return decoded_batches(paths, args)  # as bench_trainer's bare passes decode
 
     decoded = [b.numpy() for b in batches()]
     tf_embed = tf_embedder(extractor)

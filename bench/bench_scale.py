@@ -36,6 +36,8 @@ import threading
 import time
 from typing import Any
 
+from bench_trainer import tree_rss  # the sibling script (this folder is on sys.path)
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_WORK_DIR = os.path.join(REPO_ROOT, "bench", "work", "scale")
 DEFAULT_OUT = os.path.join(REPO_ROOT, "bench", "results")
@@ -49,21 +51,6 @@ TRAIN_SHARE = 0.8 * 0.9  # ExampleGen's 80/20 split, then the Trainer holds out 
 # ------------------------------------------------------------------------------------------------------
 # Parent: data, child processes, sampling, report
 # ------------------------------------------------------------------------------------------------------
-
-
-def tree_rss(proc: Any) -> int:
-    """Resident memory of a process and all its descendants, in bytes (0 once it is gone)."""
-    import psutil
-
-    try:
-        members = [proc, *proc.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    total = 0
-    for member in members:
-        with contextlib.suppress(psutil.Error):
-            total += member.memory_info().rss
-    return total
 
 
 def run_child(argv: list[str], log_path: str, result_path: str, timeout_s: float) -> dict[str, Any]:

@@ -73,7 +73,7 @@ SAMPLE_INTERVAL_S = 0.2
 # ------------------------------------------------------------------------------------------------------
 
 
-def _tree_rss(proc: Any) -> int:
+def tree_rss(proc: Any) -> int:
     """Resident memory of a process and all its descendants, in bytes (0 for vanished processes)."""
     import psutil
 
@@ -119,7 +119,7 @@ def run_phase(phase: str, argv: list[str], log_path: str, result_path: str) -> d
         def sample() -> None:
             nonlocal peak
             while not stop.is_set():
-                peak = max(peak, _tree_rss(proc))
+                peak = max(peak, tree_rss(proc))
                 stop.wait(SAMPLE_INTERVAL_S)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -507,7 +507,7 @@ def phase_bare(args: argparse.Namespace) -> dict[str, Any]:
     def forward(images: Any) -> Any:
         return tf.reduce_sum(extractor(images, training=False))
 
-    for images in _decoded_batches(paths, args):
+    for images in decoded_batches(paths, args):
         forward(images).numpy()
     return {"seconds": time.monotonic() - start, "images": len(paths)}
 
@@ -516,7 +516,7 @@ def _image_paths(data_dir: str) -> list[str]:
     return sorted(os.path.join(data_dir, n) for n in os.listdir(data_dir) if n.lower().endswith((".jpg", ".jpeg")))
 
 
-def _decoded_batches(paths: list[str], args: argparse.Namespace) -> Any:
+def decoded_batches(paths: list[str], args: argparse.Namespace) -> Any:
     """Decoded image batches as the Trainer's embedding pass makes them (parallel, prefetched)."""
     import tensorflow as tf
 
@@ -565,7 +565,7 @@ def phase_bare_tflite(args: argparse.Namespace) -> dict[str, Any]:
     lites = {t: tflite_engine.TFLiteEmbedder(converted.model, t) for t in sorted({cpus.available_cpus(), 1})}
     chosen, probe = max(lites), {}
     total = 0.0
-    for i, images in enumerate(_decoded_batches(paths, args)):
+    for i, images in enumerate(decoded_batches(paths, args)):
         pixels = images.numpy()
         if i == 0:
             for threads, lite in lites.items():
