@@ -215,8 +215,9 @@ def test_pipeline_through_a_worker_pool_matches_the_in_memory_run(e2e_runs, tmp_
             beam_pipeline_args=portable_args(pool.address),
         )
         progress = io.StringIO()
-        # Something on the portable path parses sys.argv with absl: pytest's `-v --durations=20`
-        # (.ci/run) became --verbosity=--durations=20. Users run it with the runner's own argv.
+        # TFX's BaseBeamExecutor parses sys.argv + the Beam args with absl whenever there are Beam
+        # args (base_beam_executor.py, TODO b/174174381): pytest's `-v --durations=20` (.ci/run) read
+        # as --verbosity=--durations=20. The runner's own argv has no absl flag.
         monkeypatch.setattr(sys, "argv", ["runner_local.py"])
         with WorkerAccounting(pool.process.pid) as workers:
             summary = run_local(portable_config, out=progress)
