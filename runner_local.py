@@ -16,8 +16,8 @@ DEFAULT_DATA_DIR = os.path.join(REPO_ROOT, "data", "utkface_synth")
 DEFAULT_OUTPUT = os.path.join(REPO_ROOT, "outputs")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """Parses the command line."""
+def build_parser() -> argparse.ArgumentParser:
+    """The runner's command line (the README's flags table is generated from it)."""
     from pipeline.cli import OneLineErrorParser, add_pipeline_flags  # light: no TensorFlow
 
     parser = OneLineErrorParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,7 +31,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="when another run uses the same --pipeline-root, wait this long before giving up "
                         "(default 0: fail at once)")
     add_pipeline_flags(parser)
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parses the command line."""
+    return build_parser().parse_args(argv)
 
 
 def _check_data_dir(data_dir: str) -> str | None:

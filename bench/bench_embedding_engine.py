@@ -37,7 +37,7 @@ import sys
 import time
 from typing import Any
 
-from bench_trainer import decoded_batches  # the sibling script (this folder is on sys.path)
+from harness import child_env, decoded_batches, write_json, write_markdown  # the sibling module (on sys.path)
 
 from components.trainer.backbone_specs import BACKBONE_NAMES
 
@@ -218,9 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.backbone:
-        result = child(args)
-        with open(args.result, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.result, child(args))
         return 0
     if not os.path.isdir(args.data_dir):
         sys.path.insert(0, REPO_ROOT)
@@ -228,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
 
         synthetic_data.ensure_default_dataset(args.data_dir, synthetic_data.SyntheticSpec(num_images=2400, seed=2024))
     os.makedirs(args.out, exist_ok=True)
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO_ROOT)
+    env = child_env()
     results = []
     for name in args.backbones:
         result_path = os.path.join(args.out, f"engine_{name}.json")
@@ -249,12 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         result["load_before"], result["load_after"] = round(load, 2), round(os.getloadavg()[0], 2)
         results.append(result)
         print(json.dumps(result["images_per_second"]), flush=True)
-    with open(os.path.join(args.out, "bench_embedding_engine.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    table = markdown(results)
-    with open(os.path.join(args.out, "bench_embedding_engine.md"), "w") as f:
-        f.write(table)
-    print(table)
+    write_json(os.path.join(args.out, "bench_embedding_engine.json"), results)
+    write_markdown(os.path.join(args.out, "bench_embedding_engine.md"), markdown(results))
     return 0
 
 

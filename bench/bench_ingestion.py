@@ -19,53 +19,15 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from harness import TreeSampler  # the sibling module (this folder is on sys.path)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WORK_DIR = Path(tempfile.gettempdir()) / "facepipe-bench"
 TARGET_RATIO = 1.3
-
-
-def tree_rss(pid: int) -> int:
-    """Resident memory in bytes of a process and all its descendants (0 once it is gone)."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for process in processes:
-        try:
-            total += process.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
-class PeakSampler:
-    """Samples tree_rss(pid) in a thread every ``interval`` seconds; ``peak`` holds the maximum."""
-
-    def __init__(self, pid: int, interval: float = 0.05):
-        self.pid, self.interval, self.peak = pid, interval, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss(self.pid))
-            time.sleep(self.interval)
-
-    def __enter__(self) -> PeakSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+SAMPLE_INTERVAL_S = 0.05
 
 
 def ensure_images(work_dir: Path, num_images: int, seed: int, workers: int) -> Path:
@@ -104,6 +66,8 @@ def run_child(data_dir: str, out_dir: str) -> dict:
 
 def measure(data_dir: Path, out_dir: Path) -> dict:
     """Runs the executor in a child process and samples its process tree's memory."""
+    import psutil
+
     command = [sys.executable, str(Path(__file__).resolve()), "--child", str(data_dir), str(out_dir)]
     result_file = out_dir.parent / f"{out_dir.name}.json"
     env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
@@ -111,7 +75,7 @@ def measure(data_dir: Path, out_dir: Path) -> dict:
     started = time.perf_counter()
     with open(log_file, "w") as log:  # TensorFlow's and Beam's start-up noise
         process = subprocess.Popen([*command, str(result_file)], cwd=REPO_ROOT, env=env, stdout=log, stderr=log)
-        with PeakSampler(process.pid) as sampler:
+        with TreeSampler(psutil.Process(process.pid), SAMPLE_INTERVAL_S) as sampler:
             code = process.wait()
     if code != 0:
         raise RuntimeError(f"benchmark child failed with exit status {code}; see {log_file}")

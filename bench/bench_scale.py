@@ -24,19 +24,17 @@ Results: <out>/bench_scale.json (updated after every measurement) and <out>/benc
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
 import os
 import re
 import shutil
-import subprocess
 import sys
-import threading
 import time
 from typing import Any
 
-from bench_trainer import tree_rss  # the sibling script (this folder is on sys.path)
+import harness  # the sibling module (this folder is on sys.path)
+from harness import gb
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_WORK_DIR = os.path.join(REPO_ROOT, "bench", "work", "scale")
@@ -62,54 +60,19 @@ def run_child(argv: list[str], log_path: str, result_path: str, timeout_s: float
       The child's result plus process_seconds, peak_rss_bytes, samples ([time, rss] pairs) and
       load (1-minute load average: before, mean and max while it ran, after).
     """
-    import psutil
-
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO_ROOT)
-    if os.path.exists(result_path):
-        os.remove(result_path)
-    load_before = os.getloadavg()[0]
-    samples: list[tuple[float, int]] = []
-    loads: list[float] = []
-    start = time.time()
-    with open(log_path, "w") as log:
-        child = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), *argv, "--result", result_path],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env,
-        )
-        proc = psutil.Process(child.pid)
-        stop = threading.Event()
-
-        def sample() -> None:
-            while not stop.is_set():
-                samples.append((time.time(), tree_rss(proc)))
-                loads.append(os.getloadavg()[0])
-                stop.wait(SAMPLE_INTERVAL_S)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        try:
-            returncode = child.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            for member in [*proc.children(recursive=True), proc]:
-                with contextlib.suppress(psutil.Error):
-                    member.kill()
-            child.wait()
-            returncode = f"killed after {timeout_s:g} s"
-        finally:
-            stop.set()
-            sampler.join()
-    if returncode != 0 or not os.path.exists(result_path):
-        raise RuntimeError(f"{' '.join(argv[:2])} failed (exit {returncode}); see {log_path}")
-    with open(result_path) as f:
-        result = json.load(f)
+    run = harness.run_child(
+        __file__, argv, log_path, result_path, name=" ".join(argv[:2]), interval=SAMPLE_INTERVAL_S,
+        timeout_s=timeout_s,
+    )
+    result = run.result
     result.update(
-        process_seconds=round(time.time() - start, 1),
-        peak_rss_bytes=max(rss for _, rss in samples),
-        samples=samples,
+        process_seconds=round(run.seconds, 1),
+        peak_rss_bytes=run.peak_rss_bytes,
+        samples=run.samples,
         load={
-            "before": round(load_before, 2),
-            "mean": round(sum(loads) / len(loads), 2),
-            "max": round(max(loads), 2),
+            "before": round(run.load_before[0], 2),
+            "mean": round(sum(run.loads) / len(run.loads), 2),
+            "max": round(max(run.loads), 2),
             "after": round(os.getloadavg()[0], 2),
         },
     )
@@ -149,10 +112,6 @@ def ensure_data(work_dir: str, n: int) -> tuple[str, dict[str, Any]]:
     return data_dir, info
 
 
-def _gb(n: float) -> str:
-    return f"{n / 1e9:.2f} GB"
-
-
 def markdown(report: dict[str, Any]) -> str:
     """The performance-doc tables: one row per image count, the components, head training."""
     runs = {int(n): r for n, r in report["pipeline"].items()}
@@ -172,7 +131,7 @@ def markdown(report: dict[str, Any]) -> str:
         m_ratio = r["peak_rss_bytes"] / base["peak_rss_bytes"]
         lines.append(
             f"| {n:,} | {r['ingested']:,} | {r['seconds']:.0f} s | {r['process_seconds']:.0f} s | "
-            f"{_gb(r['peak_rss_bytes'])} | {r['load']['mean']:.1f}, {r['load']['max']:.1f} | "
+            f"{gb(r['peak_rss_bytes'])} | {r['load']['mean']:.1f}, {r['load']['max']:.1f} | "
             f"{t_ratio:.2f}x | {m_ratio:.2f}x |"
         )
     if len(sizes) > 1:
@@ -192,7 +151,7 @@ def markdown(report: dict[str, Any]) -> str:
         cells = []
         for n in sizes:
             c = runs[n]["components"].get(name)
-            cells.append(f"{c['seconds']:.1f} s, {_gb(c['peak_rss_bytes'])}" if c else "-")
+            cells.append(f"{c['seconds']:.1f} s, {gb(c['peak_rss_bytes'])}" if c else "-")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     for n in sizes:
         trainer = runs[n].get("trainer") or {}
@@ -207,7 +166,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", "| head training, 10 epochs | rows | store | seconds | peak memory |",
                   "| --- | ---: | --- | ---: | ---: |"]
         for key, h in sorted(report["head"].items(), key=lambda kv: (kv[1]["rows"], kv[1]["mode"])):
-            lines.append(f"| {key} | {h['rows']:,} | {h['mode']} | {h['seconds']:.1f} s | {_gb(h['peak_rss_bytes'])} |")
+            lines.append(f"| {key} | {h['rows']:,} | {h['mode']} | {h['seconds']:.1f} s | {gb(h['peak_rss_bytes'])} |")
     data = report.get("data", {})
     gen = [f"{int(n):,} images {d['seconds']:.0f} s" for n, d in sorted(data.items(), key=lambda kv: int(kv[0]))
            if "seconds" in d]
@@ -220,22 +179,19 @@ def parent(args: argparse.Namespace) -> int:
     """Generates data, runs every measurement, writes and prints the report."""
     sys.path.insert(0, REPO_ROOT)
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    from bench_trainer import machine
-
     os.makedirs(args.out, exist_ok=True)
     os.makedirs(args.work_dir, exist_ok=True)
     report_path = os.path.join(args.out, "bench_scale.json")
     report: dict[str, Any] = {
         "command": " ".join([os.path.relpath(sys.executable, REPO_ROOT), *sys.argv]),
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": machine(),
+        "machine": harness.machine(),
         "settings": f"{args.epochs} epochs, {args.image_size} px, batch 32, efficientnet_lite0, in-memory Beam",
         "data": {}, "pipeline": {}, "head": {},
     }
 
     def save() -> None:
-        with open(report_path, "w") as f:
-            json.dump(report, f, indent=1)
+        harness.write_json(report_path, report)
 
     folders = {}
     for n in args.num_images:
@@ -260,7 +216,7 @@ def parent(args: argparse.Namespace) -> int:
             json.dump(result.pop("samples"), f)
         report["pipeline"][str(n)] = result
         save()
-        print(f"[{n:,} images] {result['seconds']:.0f} s, peak {_gb(result['peak_rss_bytes'])}, "
+        print(f"[{n:,} images] {result['seconds']:.0f} s, peak {gb(result['peak_rss_bytes'])}, "
               f"load {result['load']}", flush=True)
         if not args.keep_outputs:  # the examples of 240,000 images take ~2.5 GB
             shutil.rmtree(os.path.join(run_dir, "pipeline"), ignore_errors=True)
@@ -277,12 +233,9 @@ def parent(args: argparse.Namespace) -> int:
             result.pop("samples")
             report["head"][f"{rows}-{mode}"] = result
             save()
-            print(f"[head] {rows:,} rows, {mode}: {result['seconds']:.1f} s, peak {_gb(result['peak_rss_bytes'])}",
+            print(f"[head] {rows:,} rows, {mode}: {result['seconds']:.1f} s, peak {gb(result['peak_rss_bytes'])}",
                   flush=True)
-    table = markdown(report)
-    with open(os.path.join(args.out, "bench_scale.md"), "w") as f:
-        f.write(table)
-    print(table)
+    harness.write_markdown(os.path.join(args.out, "bench_scale.md"), markdown(report))
     return 0
 
 
@@ -311,24 +264,12 @@ class _Progress(io.TextIOBase):
 def phase_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     """The whole pipeline with LocalDagRunner on a fresh pipeline root."""
     from components.trainer.config import TrainerConfig
-    from pipeline.config import PipelineConfig
-    from pipeline.local_run import run_local
 
-    root = os.path.join(args.run_dir, "pipeline")
-    config = PipelineConfig(
-        data_dir=args.data_dir,
-        pipeline_root=os.path.join(root, "pipeline_root"),
-        serving_dir=os.path.join(root, "serving"),
-        metadata_path=os.path.join(root, "pipeline_root", "metadata.sqlite"),
-        pipeline_name="facepipe-scale",
-        trainer=TrainerConfig(image_size=args.image_size, epochs=args.epochs),
-    )
     progress = _Progress()
-    start = time.monotonic()
-    summary = run_local(config, out=progress)
-    seconds = time.monotonic() - start
-    if summary.get("error"):
-        raise RuntimeError(f"pipeline failed: {summary['error']}")
+    _, summary, seconds = harness.run_pipeline(
+        args.data_dir, os.path.join(args.run_dir, "pipeline"), "facepipe-scale",
+        TrainerConfig(image_size=args.image_size, epochs=args.epochs), progress,
+    )
     trainer = None
     with open(summary["log_file"]) as f:
         if m := re.search(r"trainer result: TrainResult\((.*)\)", f.read()):
@@ -383,12 +324,7 @@ def phase_head(args: argparse.Namespace) -> dict[str, Any]:
 
 def child(args: argparse.Namespace) -> int:
     """Runs one measurement and writes it to --result."""
-    sys.path.insert(0, REPO_ROOT)
-    result = {"pipeline": phase_pipeline, "head": phase_head}[args.phase](args)
-    result["seconds"] = round(result["seconds"], 2)
-    with open(args.result, "w") as f:
-        json.dump(result, f, indent=1)
-    return 0
+    return harness.child_main({"pipeline": phase_pipeline, "head": phase_head}, args)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -5,7 +5,7 @@
 
 The README holds the table between the two FLAGS_TABLE markers below; tests/test_readme.py
 fails when it differs from this script's output. The parser is the one runner_local.py builds
-(captured when it parses, so nothing is copied here); building it imports no TensorFlow.
+(`runner_local.build_parser`, so nothing is copied here); building it imports no TensorFlow.
 """
 
 from __future__ import annotations
@@ -83,14 +83,6 @@ MISSING_HELP = {
 }
 
 
-class _Captured(Exception):
-    """Carries the parser out of runner_local's parse step, before anything is parsed."""
-
-    def __init__(self, parser: argparse.ArgumentParser):
-        super().__init__("parser captured")
-        self.parser = parser
-
-
 def runner_parser() -> argparse.ArgumentParser:
     """The argparse parser runner_local.py uses, exactly as it builds it."""
     if str(REPO_ROOT) not in sys.path:
@@ -98,24 +90,7 @@ def runner_parser() -> argparse.ArgumentParser:
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # as the runner does, should TensorFlow be imported
     import runner_local
 
-    if hasattr(runner_local, "build_parser"):
-        return runner_local.build_parser()
-    original = argparse.ArgumentParser.parse_args
-
-    def capture(self, *args, **kwargs):
-        raise _Captured(self)
-
-    argparse.ArgumentParser.parse_args = capture  # type: ignore[method-assign]
-    try:
-        if hasattr(runner_local, "parse_args"):
-            runner_local.parse_args([])
-        else:
-            runner_local.main([])
-    except _Captured as captured:
-        return captured.parser
-    finally:
-        argparse.ArgumentParser.parse_args = original  # type: ignore[method-assign]
-    raise RuntimeError("runner_local.py parsed its flags without an argparse parser")
+    return runner_local.build_parser()
 
 
 def _relative(text: str) -> str:

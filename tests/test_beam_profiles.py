@@ -1,6 +1,7 @@
 """Beam runner profiles: argument construction, validation, and Beam's own reading of the arguments."""
 
 import argparse
+import sys
 
 import pytest
 
@@ -175,3 +176,42 @@ def test_cli_errors_are_value_errors_naming_the_flag():
         config_from_args(
             _args(["--beam-profile", "spark"]), data_dir="/d", pipeline_root="/r", serving_dir="/s", metadata_path=None
         )
+
+
+def _runner_options() -> list[str]:
+    """Every option string of runner_local.py's parser (the README's flags table is built the same way)."""
+    import runner_local
+
+    return [s for action in runner_local.build_parser()._actions for s in action.option_strings]
+
+
+def _absl_would_read(option: str, absl_flags) -> bool:
+    """Whether absl's parser, given ``option`` in argv, would take it as one of its flags."""
+    name = option.lstrip("-")
+    return name in absl_flags or (name.startswith("no") and name[2:] in absl_flags)
+
+
+def test_no_runner_flag_is_an_absl_flag_that_tfx_reads_from_sys_argv(monkeypatch):
+    # With any Beam argument (portable, multi_processing, flink, ...) TFX's BaseBeamExecutor runs
+    # absl's FLAGS(sys.argv + beam_args, known_only=True) in the runner's process: a runner flag that
+    # absl also knows would be parsed a second time, by absl (pytest's "-v" was: --verbosity).
+    from absl import flags
+    from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
+
+    from components.image_example_gen.executor import Executor as ImageExampleGenExecutor
+    from pipeline import pipeline  # noqa: F401  every component and executor: every absl flag they define
+
+    known = set(flags.FLAGS)
+    assert _absl_would_read("-v", known), "the check itself: absl's -v (verbosity) must count as known"
+    collisions = [o for o in _runner_options() if o not in ("-h", "--help") and _absl_would_read(o, known)]
+    assert collisions == []
+
+    # The real line, with a runner command line as sys.argv: absl's values stay as they were.
+    argv = ["runner_local.py", "--beam-profile", "portable", "--job-endpoint", "embed", "--epochs", "3",
+            "--no-report-images", "--data-dir", "/tmp/faces"]
+    # --setup_file only spares the test TFX's sdist build; the absl line runs either way.
+    profile = bp.BeamProfile(bp.PORTABLE, job_endpoint="embed", extra_args=(f"--setup_file={LOCAL_SETUP_FILE}",))
+    before = {name: flags.FLAGS[name].value for name in known}
+    monkeypatch.setattr(sys, "argv", argv)
+    ImageExampleGenExecutor(BaseBeamExecutor.Context(beam_pipeline_args=list(bp.beam_args(profile))))
+    assert {name: flags.FLAGS[name].value for name in known} == before
