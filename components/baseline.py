@@ -35,6 +35,7 @@ from tfx.utils import path_utils
 
 from components import artifact_properties, pusher, serving_folder
 from components.base import labels
+from components.base.executor_io import ArtifactDict, ExecProperties
 from components.cache_key_driver import CacheKeyDriver
 
 logger = logging.getLogger(__name__)
@@ -156,12 +157,7 @@ def is_empty(baseline: Any) -> bool:
 class Executor(BaseExecutor):
     """Copies the selected version into the output Model artifact, or leaves it empty."""
 
-    def Do(
-        self,
-        input_dict: dict[str, list[Any]],
-        output_dict: dict[str, list[Any]],
-        exec_properties: dict[str, Any],
-    ) -> None:
+    def Do(self, input_dict: ArtifactDict, output_dict: ArtifactDict, exec_properties: ExecProperties) -> None:
         selection = select_for(input_dict, exec_properties)
         output = artifact_utils.get_single_instance(output_dict[BASELINE_KEY])
         target = os.path.join(output.uri, SERVING_MODEL_DIR)

@@ -21,6 +21,7 @@ from tfx.dsl.components.base import executor_spec
 from tfx.types import standard_component_specs
 
 from components import baseline
+from components.base.executor_io import ArtifactDict, ExecProperties
 
 CODE_VERSION_KEY = "code_version"
 
@@ -28,12 +29,7 @@ CODE_VERSION_KEY = "code_version"
 class Executor(tfx_evaluator_executor.Executor):
     """Evaluator executor that treats an empty baseline artifact as no baseline."""
 
-    def Do(
-        self,
-        input_dict: dict[str, list[Any]],
-        output_dict: dict[str, list[Any]],
-        exec_properties: dict[str, Any],
-    ) -> None:
+    def Do(self, input_dict: ArtifactDict, output_dict: ArtifactDict, exec_properties: ExecProperties) -> None:
         baselines = input_dict.get(standard_component_specs.BASELINE_MODEL_KEY) or []
         if baselines and baseline.is_empty(baselines[0]):
             input_dict = {k: v for k, v in input_dict.items() if k != standard_component_specs.BASELINE_MODEL_KEY}

@@ -43,6 +43,7 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import path_utils, proto_utils
 
 from components import artifact_properties, serving_folder
+from components.base.executor_io import ArtifactDict, ExecProperties
 from components.cache_key_driver import CacheKeyDriver
 from components.serving_folder import PUSH_RECORD, STAGING_PREFIX, ServingFolderError, is_link, is_remote
 
@@ -300,12 +301,7 @@ def _base_directory(exec_properties: dict[str, Any]) -> str:
 class Executor(tfx_pusher_executor.Executor):
     """Pusher executor that publishes blessed models with publish_model (filesystem only)."""
 
-    def Do(
-        self,
-        input_dict: dict[str, list[Any]],
-        output_dict: dict[str, list[Any]],
-        exec_properties: dict[str, Any],
-    ) -> None:
+    def Do(self, input_dict: ArtifactDict, output_dict: ArtifactDict, exec_properties: ExecProperties) -> None:
         model_push = artifact_utils.get_single_instance(output_dict[standard_component_specs.PUSHED_MODEL_KEY])
         if not self.CheckBlessing(input_dict):
             self._MarkNotPushed(model_push)

@@ -36,6 +36,7 @@ from tfx.utils import proto_utils
 
 from components import artifact_properties, stored_gzip
 from components.base import labels
+from components.base.executor_io import ArtifactDict, ExecProperties
 from components.image_example_gen import ingest, spans
 
 FILENAME_PATTERN_KEY = "filename_pattern"
@@ -254,12 +255,7 @@ class Executor(BaseExampleGenExecutor):
         self._files_found = 0
         self._spans_read: set[int] = set()
 
-    def Do(
-        self,
-        input_dict: dict[str, list[Any]],
-        output_dict: dict[str, list[Any]],
-        exec_properties: dict[str, Any],
-    ) -> None:
+    def Do(self, input_dict: ArtifactDict, output_dict: ArtifactDict, exec_properties: ExecProperties) -> None:
         """Lists, checks and writes the examples; see the module docstring.
 
         Args:

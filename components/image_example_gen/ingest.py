@@ -30,7 +30,7 @@ import posixpath
 import re
 import stat
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import tensorflow as tf
 
@@ -154,19 +154,8 @@ def _list_entry(path: str, relative: str, real_data_dir: str, out: list[FoundFil
                 path, "symlinked_directory",
                 f"{shown!r} is a symbolic link to the folder {shown_target!r}; linked folders are not followed "
                 "(their files are read where they really are)"))
-        else:
-            try:
-                mode = os.stat(path).st_mode
-            except OSError as e:
-                _add(out, path, relative, QuarantineEntry(path, "unreadable_file", f"{shown!r} could not be read: {e}"))
-                return []
-            if stat.S_ISREG(mode):
-                _add(out, path, relative)  # a link to a file inside the data folder
-            else:  # reading a FIFO would block forever; devices are not data
-                _add(out, path, relative, QuarantineEntry(
-                    path, "not_a_regular_file",
-                    f"{shown!r} is a symbolic link to {shown_target!r}, which is {_kind(mode)}; only regular "
-                    "files are read"))
+        else:  # a link to something inside the data folder: judged by what it points to
+            _add_if_regular(out, path, relative, os.stat, f"{shown!r} is a symbolic link to {shown_target!r}, which is")
         return []
     if os.path.isdir(path):
         try:
@@ -176,17 +165,28 @@ def _list_entry(path: str, relative: str, real_data_dir: str, out: list[FoundFil
                 path, "unreadable_directory", f"folder {shown!r} could not be listed: {e}"))
             return []
         return [(os.path.join(path, name), f"{relative}/{name}" if relative else name) for name in names]
+    _add_if_regular(out, path, relative, os.lstat, f"{shown!r} is")
+    return []
+
+
+def _add_if_regular(
+    out: list[FoundFile], path: str, relative: str, stat_fn: Callable[[str], os.stat_result], shown_is: str
+) -> None:
+    """Adds a regular file; quarantines anything else, described as ``{shown_is} <its kind>``.
+
+    Reading a FIFO would block forever; devices and sockets are not data.
+    """
     try:
-        mode = os.lstat(path).st_mode
+        mode = stat_fn(path).st_mode
     except OSError as e:
+        shown = images.display_path(relative)
         _add(out, path, relative, QuarantineEntry(path, "unreadable_file", f"{shown!r} could not be read: {e}"))
-        return []
+        return
     if stat.S_ISREG(mode):
         _add(out, path, relative)
-    else:  # reading a FIFO would block forever; devices and sockets are not data
+    else:
         _add(out, path, relative, QuarantineEntry(
-            path, "not_a_regular_file", f"{shown!r} is {_kind(mode)}; only regular files are read"))
-    return []
+            path, "not_a_regular_file", f"{shown_is} {_kind(mode)}; only regular files are read"))
 
 
 def _match_local(root: str, pattern: str) -> list[str]:

@@ -17,6 +17,7 @@ from tfx.components.trainer import executor as tfx_trainer_executor
 from tfx.types import artifact_utils, standard_component_specs
 
 from components import artifact_properties
+from components.base.executor_io import ArtifactDict, ExecProperties
 
 # Execution properties that decide the model (module_file/module_path would be code we do not fingerprint).
 _FINGERPRINTED_PROPERTIES = ("custom_config", "run_fn", "train_args", "eval_args")
@@ -57,12 +58,7 @@ def model_inputs_fingerprint(input_dict: dict[str, list[Any]], exec_properties: 
 class Executor(tfx_trainer_executor.GenericExecutor):
     """GenericExecutor that records ``facepipe_inputs`` on the Model artifact."""
 
-    def Do(
-        self,
-        input_dict: dict[str, list[Any]],
-        output_dict: dict[str, list[Any]],
-        exec_properties: dict[str, Any],
-    ) -> None:
+    def Do(self, input_dict: ArtifactDict, output_dict: ArtifactDict, exec_properties: ExecProperties) -> None:
         super().Do(input_dict, output_dict, exec_properties)
         model = artifact_utils.get_single_instance(output_dict[standard_component_specs.MODEL_KEY])
         model.set_string_custom_property(
