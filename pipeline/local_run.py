@@ -268,6 +268,16 @@ def _update_index(
     return {"index": path, "index_error": None}
 
 
+# The summary's optional entries, printed in this order when set.
+_OPTIONAL_LINES = (
+    ("error", "  RUN FAILED: {}"),
+    ("report", "  report: {}"),
+    ("report_error", "  REPORT FAILED: {} (details in the log)"),
+    ("index", "  index of runs: {}"),
+    ("index_error", "  INDEX FAILED: {} (details in the log)"),
+)
+
+
 def format_summary(summary: dict[str, Any], config: PipelineConfig) -> str:
     """Renders the summary for the console."""
     lines = ["", f"Run {summary['run_id']} ({summary['seconds']} s)"]
@@ -313,16 +323,7 @@ def format_summary(summary: dict[str, Any], config: PipelineConfig) -> str:
             mark = {True: "pass", False: "FAIL", None: "n/a"}[gate["passed"]]
             lines.append(f"    {mark:<4} {gate['name']}: {gate['summary']}")
     lines.append(f"  pushed model: {summary['pushed_model'] or 'none'}")
-    if summary.get("error"):
-        lines.append(f"  RUN FAILED: {summary['error']}")
-    if summary.get("report"):
-        lines.append(f"  report: {summary['report']}")
-    if summary.get("report_error"):
-        lines.append(f"  REPORT FAILED: {summary['report_error']} (details in the log)")
-    if summary.get("index"):
-        lines.append(f"  index of runs: {summary['index']}")
-    if summary.get("index_error"):
-        lines.append(f"  INDEX FAILED: {summary['index_error']} (details in the log)")
+    lines += [template.format(summary[key]) for key, template in _OPTIONAL_LINES if summary.get(key)]
     lines.append(f"  log: {summary['log_file']}")
     lines.append(f"  summary: {os.path.join(config.pipeline_root, SUMMARY_FILE)}")
     return "\n".join(lines)

@@ -15,6 +15,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 E2E_NUM_IMAGES = 50
 
 
+def run_paths(root) -> dict[str, str]:
+    """Where a local run under ``root`` keeps its pipeline root, serving folder and ML Metadata.
+
+    PipelineConfig keyword arguments: ``PipelineConfig(data_dir=..., **run_paths(root))``.
+    """
+    return {
+        "pipeline_root": str(root / "pipeline_root"),
+        "serving_dir": str(root / "serving"),
+        "metadata_path": str(root / "pipeline_root" / "metadata.sqlite"),
+    }
+
+
 @pytest.fixture(scope="session")
 def e2e_runs(tmp_path_factory):
     """Runs the real pipeline three times on 50 generated images on one pipeline root.
@@ -45,9 +57,7 @@ def e2e_runs(tmp_path_factory):
     )
     config = PipelineConfig(
         data_dir=str(data_dir),
-        pipeline_root=str(root / "pipeline_root"),
-        serving_dir=str(root / "serving"),
-        metadata_path=str(root / "pipeline_root" / "metadata.sqlite"),
+        **run_paths(root),
         pipeline_name="facepipe-e2e",
         train_buckets=1,  # 50/50 so that every label has positives and negatives in eval
         eval_buckets=1,

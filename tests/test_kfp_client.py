@@ -108,7 +108,7 @@ def test_loopback_endpoints_are_allowed_over_http(endpoint):
 
 def test_run_once_creates_the_experiment_and_passes_params(package):
     client = FakeKfpClient()
-    run_id = kubeflow.run_once(client, package, "facepipe", "nightly", {"data_root": "gs://b/new"})
+    run_id = kubeflow.run_once(client, package, "facepipe", run_name="nightly", params={"data_root": "gs://b/new"})
     assert client.runs[run_id] == {
         "experiment_id": client.experiments["facepipe"].experiment_id,
         "name": "nightly",
@@ -118,13 +118,19 @@ def test_run_once_creates_the_experiment_and_passes_params(package):
 
 def test_schedule_replaces_an_existing_schedule_by_deleting_then_creating(package):
     client = FakeKfpClient()
-    first = kubeflow.schedule(client, package, "facepipe", "facepipe-nightly", "0 0 3 * * *", {})
-    other = kubeflow.schedule(client, package, "facepipe", "facepipe-weekly", "0 0 4 * * 0", {})
+    first = kubeflow.schedule(client, package, "facepipe", name="facepipe-nightly", cron="0 0 3 * * *", params={})
+    other = kubeflow.schedule(client, package, "facepipe", name="facepipe-weekly", cron="0 0 4 * * 0", params={})
     assert first.replaced == () and other.replaced == ()
     client.calls.clear()
 
     second = kubeflow.schedule(
-        client, package, "facepipe", "facepipe-nightly", "0 30 2 * * *", {"data_root": "gs://b/x"}, max_concurrency=2
+        client,
+        package,
+        "facepipe",
+        name="facepipe-nightly",
+        cron="0 30 2 * * *",
+        params={"data_root": "gs://b/x"},
+        max_concurrency=2,
     )
     assert second.replaced == (first.recurring_run_id,)
     mutations = [c[0] for c in client.calls if c[0] in ("delete_recurring_run", "create_recurring_run")]
@@ -147,14 +153,14 @@ def test_schedule_finds_duplicates_across_pages(package):
             cron_expression="0 0 1 * * *",
             pipeline_package_path=package,
         )
-    result = kubeflow.schedule(client, package, "facepipe", "facepipe", "0 0 3 * * *", {})
+    result = kubeflow.schedule(client, package, "facepipe", name="facepipe", cron="0 0 3 * * *", params={})
     assert len(result.replaced) == 2
     assert sorted(r.display_name for r in client.recurring.values()) == ["a", "b", "facepipe"]
 
 
 def test_schedule_checks_everything_before_deleting(package, tmp_path):
     client = FakeKfpClient()
-    kept = kubeflow.schedule(client, package, "facepipe", "facepipe", "0 0 3 * * *", {})
+    kept = kubeflow.schedule(client, package, "facepipe", name="facepipe", cron="0 0 3 * * *", params={})
     client.calls.clear()
     for bad in (
         dict(cron="0 3 * * *"),
@@ -168,9 +174,9 @@ def test_schedule_checks_everything_before_deleting(package, tmp_path):
                 client,
                 args["package_path"],
                 "facepipe",
-                "facepipe",
-                args["cron"],
-                {},
+                name="facepipe",
+                cron=args["cron"],
+                params={},
                 max_concurrency=args["max_concurrency"],
             )
     assert client.calls == [] and kept.recurring_run_id in client.recurring
@@ -178,18 +184,18 @@ def test_schedule_checks_everything_before_deleting(package, tmp_path):
 
 def test_schedule_says_so_when_creating_fails_after_deleting(package):
     client = FakeKfpClient()
-    old = kubeflow.schedule(client, package, "facepipe", "facepipe", "0 0 3 * * *", {})
+    old = kubeflow.schedule(client, package, "facepipe", name="facepipe", cron="0 0 3 * * *", params={})
     client.fail_create_recurring = RuntimeError("HTTP 500")
     with pytest.raises(kubeflow.KfpError, match=f"deleted the old schedule 'facepipe' \\({old.recurring_run_id}\\)"):
-        kubeflow.schedule(client, package, "facepipe", "facepipe", "0 0 4 * * *", {})
+        kubeflow.schedule(client, package, "facepipe", name="facepipe", cron="0 0 4 * * *", params={})
 
 
 def test_unschedule_and_list(package):
     client = FakeKfpClient()
     assert kubeflow.unschedule(client, "facepipe", "facepipe") == ()  # no experiment yet: nothing, nothing created
     assert "facepipe" not in client.experiments
-    made = kubeflow.schedule(client, package, "facepipe", "facepipe", "0 0 3 * * *", {})
-    kubeflow.schedule(client, package, "facepipe", "other", "@daily", {})
+    made = kubeflow.schedule(client, package, "facepipe", name="facepipe", cron="0 0 3 * * *", params={})
+    kubeflow.schedule(client, package, "facepipe", name="other", cron="@daily", params={})
     listed = kubeflow.list_schedules(client, client.experiments["facepipe"].experiment_id)
     assert [(s.name, s.cron, s.status) for s in listed] == [
         ("facepipe", "0 0 3 * * *", "ENABLED"),

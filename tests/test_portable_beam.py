@@ -33,6 +33,7 @@ from components.evaluation.results import BASELINE
 from pipeline import beam_canary, beam_profiles
 from pipeline import pipeline as pipeline_def
 from pipeline.run_summary import component_runs
+from tests.conftest import run_paths
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.dirname(sys.executable)
@@ -209,9 +210,7 @@ def test_pipeline_through_a_worker_pool_matches_the_in_memory_run(e2e_runs, tmp_
     with worker_pool(tmp_path, VENV_BIN) as pool:
         portable_config = dataclasses.replace(
             config,
-            pipeline_root=str(root / "pipeline_root"),
-            serving_dir=str(root / "serving"),
-            metadata_path=str(root / "pipeline_root" / "metadata.sqlite"),
+            **run_paths(root),
             beam_pipeline_args=portable_args(pool.address),
         )
         progress = io.StringIO()

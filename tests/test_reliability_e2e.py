@@ -22,6 +22,7 @@ from pipeline import pipeline as pipeline_def
 from pipeline.config import PipelineConfig
 from pipeline.local_run import run_local
 from pipeline.run_summary import component_runs
+from tests.conftest import run_paths
 
 pytestmark = pytest.mark.e2e
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,9 +49,7 @@ def _shuffle_labels(folder: str, seed: int) -> None:
 def _config(root, data_dir: str, **overrides) -> PipelineConfig:
     values = dict(
         data_dir=data_dir,
-        pipeline_root=str(root / "pipeline_root"),
-        serving_dir=str(root / "serving"),
-        metadata_path=str(root / "pipeline_root" / "metadata.sqlite"),
+        **run_paths(root),
         trainer=TrainerConfig(image_size=96, epochs=10),
     )
     values.update(overrides)

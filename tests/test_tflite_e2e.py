@@ -24,7 +24,7 @@ from components.trainer import tflite_export
 from components.trainer.config import TrainerConfig
 from pipeline.config import PipelineConfig
 from pipeline.local_run import run_local
-from tests.conftest import E2E_NUM_IMAGES
+from tests.conftest import E2E_NUM_IMAGES, run_paths
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -36,9 +36,7 @@ def tflite_runs(tmp_path_factory):
     synthetic_data.generate(data_dir, synthetic_data.SyntheticSpec(num_images=E2E_NUM_IMAGES, seed=7, balanced=True))
     config = PipelineConfig(
         data_dir=str(data_dir),
-        pipeline_root=str(root / "pipeline_root"),
-        serving_dir=str(root / "serving"),
-        metadata_path=str(root / "pipeline_root" / "metadata.sqlite"),
+        **run_paths(root),
         pipeline_name="facepipe-tflite",
         train_buckets=1,
         eval_buckets=1,

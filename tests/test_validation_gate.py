@@ -22,6 +22,7 @@ from components.base import labels
 from components.trainer.config import TrainerConfig
 from pipeline.config import DEFAULT_SCHEMA_PATH, PipelineConfig
 from pipeline.local_run import run_local
+from tests.conftest import run_paths
 from tests.test_ingest_bad_files import run_executor
 
 SPLITS = ["train", "eval"]
@@ -194,9 +195,7 @@ def test_pipeline_stops_before_transform_naming_anomalies_and_drift(tmp_path):
     schema.write_text(strict)
     config = PipelineConfig(
         data_dir=str(data),
-        pipeline_root=str(tmp_path / "root"),
-        serving_dir=str(tmp_path / "serving"),
-        metadata_path=str(tmp_path / "root" / "metadata.sqlite"),
+        **run_paths(tmp_path),
         pipeline_name="facepipe-gate",
         schema_path=str(schema),
         spans="latest",

@@ -141,6 +141,7 @@ def run_once(
     client: KfpClient,
     package_path: str,
     experiment: str,
+    *,
     run_name: str,
     params: Mapping[str, Any],
     namespace: str | None = None,
@@ -172,6 +173,7 @@ def schedule(
     client: KfpClient,
     package_path: str,
     experiment: str,
+    *,
     name: str,
     cron: str,
     params: Mapping[str, Any],
@@ -185,13 +187,10 @@ def schedule(
     first and the new one created (cron and package are checked before anything is deleted).
 
     Args:
-      client: a connected client.
-      package_path: the .yaml package.
-      experiment: experiment name (created when missing).
+      client, package_path, experiment, namespace: as for ``run_once``.
       name: the schedule's display name; its identity for replace and unschedule.
       cron: KFP cron expression (validate_cron).
       params: runtime parameter values for every scheduled run.
-      namespace: the user's namespace on multi-user Kubeflow.
       max_concurrency: runs of this schedule allowed at once.
       catchup: whether KFP should backfill intervals missed while paused.
 

@@ -148,7 +148,9 @@ def _server_command(
                 run_name = args.run_name or (
                     f"{experiment} {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
                 )
-                run_id = kubeflow.run_once(client, package, experiment, run_name, params, args.namespace)
+                run_id = kubeflow.run_once(
+                    client, package, experiment, run_name=run_name, params=params, namespace=args.namespace
+                )
                 out(f"Started run {run_id} ({run_name!r}) in experiment {experiment!r}")
             else:
                 name = args.schedule_name or (config.pipeline_name if config is not None else experiment)
@@ -156,10 +158,10 @@ def _server_command(
                     client,
                     package,
                     experiment,
-                    name,
-                    args.cron,
-                    params,
-                    args.namespace,
+                    name=name,
+                    cron=args.cron,
+                    params=params,
+                    namespace=args.namespace,
                     max_concurrency=args.max_concurrency,
                     catchup=args.catchup,
                 )

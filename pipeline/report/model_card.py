@@ -6,10 +6,8 @@ import re
 from typing import Any
 
 from components import evaluation
-
-
-def _num(x: float | None, digits: int = 3) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
+from pipeline.report.formatting import fmt_num as _num
+from pipeline.report.formatting import interval_bounds
 
 
 def _code(text: Any) -> str:
@@ -46,10 +44,8 @@ def _value(report: dict[str, Any], metric: str, label: str, slice_: str = "overa
 
 
 def _ci(interval: dict[str, Any] | None, signed: bool = False) -> str:
-    if not interval:
-        return "n/a"
-    fmt = "{:+.3f}" if signed else "{:.3f}"
-    return f"{fmt.format(interval['lower'])} to {fmt.format(interval['upper'])}"
+    bounds = interval_bounds(interval, signed)
+    return f"{bounds[0]} to {bounds[1]}" if bounds else "n/a"
 
 
 def _noise(flag: bool | None) -> str:

@@ -11,6 +11,7 @@ import html
 from typing import Any
 
 from components import evaluation, tflite_gate
+from pipeline.report.formatting import fmt_num
 
 
 def collect(
@@ -49,10 +50,6 @@ def collect(
     }
 
 
-def _num(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.4f}"
-
-
 def _difference(tflite: float | None, savedmodel: float | None) -> float | None:
     return None if tflite is None or savedmodel is None else tflite - savedmodel
 
@@ -64,8 +61,9 @@ def section_html(on_device: dict[str, Any] | None) -> str:
     gate = on_device.get("gate") or {}
     verdict = {True: "pass", False: "FAIL", None: "n/a"}.get(gate.get("passed"), "n/a")
     rows = "".join(
-        f"<tr><td>{html.escape(r['label'])}</td><td>{_num(r['savedmodel_auc'])}</td><td>{_num(r['tflite_auc'])}</td>"
-        f"<td>{_num(_difference(r['tflite_auc'], r['savedmodel_auc']))}</td></tr>"
+        f"<tr><td>{html.escape(r['label'])}</td><td>{fmt_num(r['savedmodel_auc'], 4)}</td>"
+        f"<td>{fmt_num(r['tflite_auc'], 4)}</td>"
+        f"<td>{fmt_num(_difference(r['tflite_auc'], r['savedmodel_auc']), 4)}</td></tr>"
         for r in on_device["per_label"]
     )
     macro = (on_device.get("savedmodel_macro_auc"), on_device.get("tflite_macro_auc"))
@@ -76,8 +74,8 @@ def section_html(on_device: dict[str, Any] | None) -> str:
         f"<b>{verdict}</b>: {html.escape(str(gate.get('summary', 'not judged')))}</p>"
         "<table><thead><tr><th>label</th><th>SavedModel AUC (TFMA)</th><th>model.tflite AUC</th>"
         "<th>difference</th></tr></thead><tbody>"
-        f"<tr><td><b>macro average</b></td><td>{_num(macro[0])}</td><td>{_num(macro[1])}</td>"
-        f"<td>{_num(_difference(macro[1], macro[0]))}</td></tr>{rows}</tbody></table>"
+        f"<tr><td><b>macro average</b></td><td>{fmt_num(macro[0], 4)}</td><td>{fmt_num(macro[1], 4)}</td>"
+        f"<td>{fmt_num(_difference(macro[1], macro[0]), 4)}</td></tr>{rows}</tbody></table>"
         f"<p class='note'>model.tflite AUC: {html.escape(str(on_device.get('auc_method')))}; the SavedModel's is "
         "TFMA's (1,000 thresholds).</p>"
     )

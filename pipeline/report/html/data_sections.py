@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.report.html.markup import esc, fmt_num, html_table
+from pipeline.report.formatting import fmt_num
+from pipeline.report.html.markup import esc, html_table
 
 
 def _figure(example: dict[str, Any]) -> str:

@@ -6,21 +6,18 @@ import html
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from pipeline.report.formatting import interval_bounds
+
 
 def esc(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
 
-def fmt_num(x: float | None, digits: int = 3) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
-
-
 def fmt_ci(interval: dict[str, Any] | None, signed: bool = False) -> str:
     """An interval as a small "[lower, upper]" (empty when there is none)."""
-    if not interval:
+    if not (bounds := interval_bounds(interval, signed)):
         return ""
-    fmt = "{:+.3f}" if signed else "{:.3f}"
-    return f' <span class="ci">[{fmt.format(interval["lower"])}, {fmt.format(interval["upper"])}]</span>'
+    return f' <span class="ci">[{bounds[0]}, {bounds[1]}]</span>'
 
 
 def noise_cell(flag: bool | None) -> str:
