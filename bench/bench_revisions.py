@@ -80,6 +80,15 @@ def bootstrap_mean_interval(values: list[float], samples: int = 10_000, seed: in
     return means[int(0.025 * samples)], means[int(0.975 * samples) - 1]
 
 
+def describe(rev: str) -> str:
+    """``rev`` with its short commit, for the report ("." is the working tree at HEAD, changes included)."""
+    commit = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD" if rev == "." else f"{rev}^{{commit}}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    return f"the working tree at {commit}" if rev == "." else f"{rev} ({commit})" if rev != commit else rev
+
+
 def checkout(rev: str, work_dir: Path) -> Path:
     """The tree to run ``rev`` from: the working tree for ".", else a fresh detached worktree."""
     if rev == ".":
@@ -142,8 +151,8 @@ def report(runs: list[Run], revisions: dict[str, str], args: argparse.Namespace)
                      f"{sum(d > 0 for d in diffs)}/{len(diffs)} |")
     for side in SIDES:
         rss = [r.max_rss_bytes / 1e9 for r in runs if r.side == side]
-        aucs = sorted({r.macro_auc for r in runs if r.side == side}, key=lambda x: (x is None, x))
-        lines.append(f"\n{side}: peak RSS {min(rss):.2f}-{max(rss):.2f} GB; macro AUC {aucs}")
+        aucs = sorted({"n/a" if r.macro_auc is None else f"{r.macro_auc:.3f}" for r in runs if r.side == side})
+        lines.append(f"\n{side}: peak RSS {min(rss):.2f}-{max(rss):.2f} GB; macro AUC {', '.join(aucs)}")
     return result, "\n".join(lines) + "\n"
 
 
@@ -162,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data_dir.is_dir():
         parser.error(f"--data-dir {args.data_dir} is not a folder (python data/generate.py makes the bundled one)")
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    revisions = {"before": args.before, "after": args.after}
-    trees = {side: checkout(rev, args.work_dir) for side, rev in revisions.items()}
+    revisions = {side: describe(rev) for side, rev in (("before", args.before), ("after", args.after))}
+    trees = {side: checkout(rev, args.work_dir) for side, rev in (("before", args.before), ("after", args.after))}
     runs: list[Run] = []
     try:
         for index, side in enumerate(abba_order(args.pairs), start=1):
