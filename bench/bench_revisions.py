@@ -89,15 +89,18 @@ def describe(rev: str) -> str:
     return f"the working tree at {commit}" if rev == "." else f"{rev} ({commit})" if rev != commit else rev
 
 
-def checkout(rev: str, work_dir: Path) -> Path:
-    """The tree to run ``rev`` from: the working tree for ".", else a fresh detached worktree."""
+def checkout(rev: str, work_dir: Path, side: str) -> Path:
+    """The tree to run ``rev`` from: the working tree for ".", else a fresh detached worktree for ``side``.
+
+    One worktree per side, so that the same revision on both sides (an A/A series: the noise alone) works.
+    """
     if rev == ".":
         return REPO_ROOT
     commit = subprocess.run(
         ["git", "-C", str(REPO_ROOT), "rev-parse", "--verify", f"{rev}^{{commit}}"],
         capture_output=True, text=True, check=True,
     ).stdout.strip()
-    tree = work_dir / f"tree-{commit[:12]}"
+    tree = work_dir / f"tree-{side}-{commit[:12]}"
     if tree.exists():
         subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "remove", "--force", str(tree)], check=False)
         shutil.rmtree(tree, ignore_errors=True)
@@ -172,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--data-dir {args.data_dir} is not a folder (python data/generate.py makes the bundled one)")
     args.work_dir.mkdir(parents=True, exist_ok=True)
     revisions = {side: describe(rev) for side, rev in (("before", args.before), ("after", args.after))}
-    trees = {side: checkout(rev, args.work_dir) for side, rev in (("before", args.before), ("after", args.after))}
+    trees = {side: checkout(rev, args.work_dir, side) for side, rev in (("before", args.before), ("after", args.after))}
     runs: list[Run] = []
     try:
         for index, side in enumerate(abba_order(args.pairs), start=1):
