@@ -80,13 +80,29 @@ def bootstrap_mean_interval(values: list[float], samples: int = 10_000, seed: in
     return means[int(0.025 * samples)], means[int(0.975 * samples) - 1]
 
 
+def _git(*args: str, check: bool = True) -> str:
+    """Runs git in this repository; returns its stripped output."""
+    done = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, check=check)
+    return done.stdout.strip()
+
+
+def commit_of(rev: str) -> str:
+    """The full commit of ``rev`` ("." : HEAD, the commit under the working tree)."""
+    return _git("rev-parse", "--verify", "HEAD^{commit}" if rev == "." else f"{rev}^{{commit}}")
+
+
 def describe(rev: str) -> str:
-    """``rev`` with its short commit, for the report ("." is the working tree at HEAD, changes included)."""
-    commit = subprocess.run(
-        ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD" if rev == "." else f"{rev}^{{commit}}"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()
-    return f"the working tree at {commit}" if rev == "." else f"{rev} ({commit})" if rev != commit else rev
+    """``rev`` for the report: with its short commit ("." is the working tree, changes included)."""
+    short = commit_of(rev)[:7]
+    if rev == ".":
+        return f"the working tree at {short}"
+    return rev if short.startswith(rev) or rev.startswith(short) else f"{rev} ({short})"
+
+
+def remove_worktree(tree: Path) -> None:
+    """Removes a worktree this script added (and whatever is left of its folder)."""
+    _git("worktree", "remove", "--force", str(tree), check=False)
+    shutil.rmtree(tree, ignore_errors=True)
 
 
 def checkout(rev: str, work_dir: Path, side: str) -> Path:
@@ -96,15 +112,11 @@ def checkout(rev: str, work_dir: Path, side: str) -> Path:
     """
     if rev == ".":
         return REPO_ROOT
-    commit = subprocess.run(
-        ["git", "-C", str(REPO_ROOT), "rev-parse", "--verify", f"{rev}^{{commit}}"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()
+    commit = commit_of(rev)
     tree = work_dir / f"tree-{side}-{commit[:12]}"
     if tree.exists():
-        subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "remove", "--force", str(tree)], check=False)
-        shutil.rmtree(tree, ignore_errors=True)
-    subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "add", "--detach", "-q", str(tree), commit], check=True)
+        remove_worktree(tree)
+    _git("worktree", "add", "--detach", "-q", str(tree), commit)
     return tree
 
 
@@ -192,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for tree in trees.values():
             if tree != REPO_ROOT:
-                subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+                remove_worktree(tree)
     result, text = report(runs, revisions, args)
     write_json(str(args.work_dir / "results.json"), result)
     write_markdown(str(args.work_dir / "results.md"), text)

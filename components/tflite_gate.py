@@ -18,14 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 from components.evaluation.gates import GATE_MACRO, GateResult
+from components.formatting import fmt_num
 
 GATE_TFLITE = "tflite_auc"
 TITLE = "on-device model (model.tflite) macro AUC vs the SavedModel"
 DEFAULT_MAX_DROP = 0.01
-
-
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.4f}"
 
 
 def tflite_gate(
@@ -60,15 +57,16 @@ def tflite_gate(
     if tflite_auc is None or savedmodel_macro_auc is None:
         return GateResult(
             GATE_TFLITE, TITLE, False, max_drop, None,
-            f"cannot compare: TFLite macro AUC {_fmt(tflite_auc)}, SavedModel macro AUC {_fmt(savedmodel_macro_auc)}",
+            f"cannot compare: TFLite macro AUC {fmt_num(tflite_auc, 4)}, "
+            f"SavedModel macro AUC {fmt_num(savedmodel_macro_auc, 4)}",
             details,
         )
     drop = savedmodel_macro_auc - tflite_auc
     passed = drop <= max_drop
     return GateResult(
         GATE_TFLITE, TITLE, passed, max_drop, drop,
-        f"model.tflite ({record.get('quantization')}) macro AUC {_fmt(tflite_auc)} vs SavedModel "
-        f"{_fmt(savedmodel_macro_auc)}: {'drop' if drop >= 0 else 'gain'} {abs(drop):.4f} "
+        f"model.tflite ({record.get('quantization')}) macro AUC {fmt_num(tflite_auc, 4)} vs SavedModel "
+        f"{fmt_num(savedmodel_macro_auc, 4)}: {'drop' if drop >= 0 else 'gain'} {abs(drop):.4f} "
         f"{'<=' if passed else '>'} {max_drop:g}",
         details,
     )

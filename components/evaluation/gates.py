@@ -31,6 +31,7 @@ from components.evaluation.eval_config import (
 )
 from components.evaluation.results import BASELINE, DIFF, EvalResults
 from components.evaluation.settings import GateSettings
+from components.formatting import fmt_num as _fmt
 
 GATE_MACRO = "macro_auc_floor"
 GATE_LABELS = "label_auc_floors"
@@ -77,10 +78,6 @@ def is_blessed(gate_results: Sequence[GateResult]) -> bool:
     by_name = {g.name: g for g in gate_results}
     macro = by_name.get(GATE_MACRO)
     return macro is not None and macro.passed is True and all(g.passed is not False for g in gate_results)
-
-
-def _fmt(x: float | None, digits: int = 3) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
 
 
 def _feature_of(slice_: str, results: EvalResults) -> str | None:

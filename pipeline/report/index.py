@@ -21,10 +21,12 @@ from typing import Any
 
 from ml_metadata.metadata_store import metadata_store
 
+from components.formatting import fmt_num
 from pipeline import mlmd, run_summary
 from pipeline import pipeline as pipeline_def
 from pipeline.report import build
 from pipeline.report.html import CSS
+from pipeline.report.html.markup import fmt_ci
 
 INDEX_HTML = "index.html"
 ENTRY_JSON = "index_entry.json"
@@ -240,10 +242,7 @@ def render_index(entries: list[dict[str, Any]], pipeline_root: str) -> str:
                 label_names.append(name)
     rows = []
     for number, entry in reversed(list(enumerate(entries, start=1))):
-        iv = entry.get("macro_auc_interval")
-        macro = "n/a" if entry["macro_auc"] is None else f"{entry['macro_auc']:.3f}"
-        if iv:
-            macro += f' <span class="ci">[{iv["lower"]:.3f}, {iv["upper"]:.3f}]</span>'
+        macro = fmt_num(entry["macro_auc"]) + fmt_ci(entry.get("macro_auc_interval"))
         spans = entry.get("spans")
         data = _e(entry.get("data_dir") or "unknown")
         if spans:

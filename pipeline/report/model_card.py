@@ -6,8 +6,8 @@ import re
 from typing import Any
 
 from components import evaluation
-from pipeline.report.formatting import fmt_num as _num
-from pipeline.report.formatting import interval_bounds
+from components.formatting import fmt_num as _num
+from components.formatting import interval_bounds
 
 
 def _code(text: Any) -> str:

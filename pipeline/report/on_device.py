@@ -11,7 +11,7 @@ import html
 from typing import Any
 
 from components import evaluation, tflite_gate
-from pipeline.report.formatting import fmt_num
+from components.formatting import fmt_num
 
 
 def collect(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.report.formatting import fmt_num
+from components.formatting import fmt_num
 from pipeline.report.html.markup import esc, html_table
 
 

@@ -6,7 +6,7 @@ import html
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pipeline.report.formatting import interval_bounds
+from components.formatting import interval_bounds
 
 
 def esc(x: Any) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from components import evaluation
-from pipeline.report.formatting import fmt_num
+from components.formatting import fmt_num
 from pipeline.report.html.markup import badge, esc, fmt_ci, heat_style, html_table, intervals_of, noise_cell
 
 TABLE_METRICS: tuple[tuple[str, str], ...] = (

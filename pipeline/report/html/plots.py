@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from components import evaluation
-from pipeline.report.formatting import fmt_num
+from components.formatting import fmt_num
 
 
 def _svg(fig: Any, prefix: str) -> str:

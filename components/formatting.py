@@ -1,4 +1,5 @@
-"""Numbers as the HTML report and the model card print them: one rule for missing values and intervals."""
+"""Numbers as gate summaries, the HTML report and the model card print them: one rule for missing values
+and intervals. Imports nothing of ours."""
 
 from __future__ import annotations
 
